@@ -1,0 +1,123 @@
+"""Shared pieces of the console scripts: clean error reporting, data and model construction."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from deeprec.config import validate_section
+from deeprec.errors import ConfigError, DeeprecError
+
+CONFIG_PATH = "pkg://deeprec.conf"
+
+
+def report_user_errors(prog: str) -> Callable:
+    """Decorator: a DeeprecError ends the program with one line on stderr and exit code 2."""
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except DeeprecError as exc:
+                print(f"{prog}: error: {exc}", file=sys.stderr)
+                sys.exit(2)
+            except OSError as exc:
+                if exc.errno in (28, 13, 30):  # ENOSPC, EACCES, EROFS
+                    print(f"{prog}: error: cannot write {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+                    sys.exit(2)
+                raise
+
+        return inner
+
+    return wrap
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "cpu"
+    devices: Any = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    max_epochs: int = 20
+    gradient_clip_val: float | None = None
+    log_every_n_steps: int = 50
+    deterministic: bool = True
+    enable_progress_bar: bool = False
+    limit_train_batches: float | None = None
+
+
+def data_config(section: DictConfig):
+    """Validate cfg.data against the schema of the adapter it names."""
+    import importlib
+
+    from deeprec.registry import DATASETS
+
+    name = section.get("name")
+    if name not in DATASETS:
+        raise ConfigError(f"unknown data {name!r}; valid data names: {', '.join(sorted(DATASETS))}")
+    module = importlib.import_module(DATASETS[name].split(":")[0])
+    return validate_section(section, module.CONFIG, f"data={name}")
+
+
+def load_data(section: DictConfig):
+    """The InteractionData named by cfg.data (validated)."""
+    from deeprec.registry import dataset_loader
+
+    cfg = data_config(section)
+    return dataset_loader(cfg.name)(cfg)
+
+
+def model_kwargs(section: DictConfig) -> tuple[type, dict[str, Any]]:
+    """(Recommender class, validated hyper-parameters without `name`) for cfg.model."""
+    from deeprec.registry import model_class
+
+    name = section.get("name")
+    cls = model_class(name)
+    hp = dataclasses.asdict(validate_section(section, cls.config_class, f"model={name}"))
+    hp.pop("name", None)
+    return cls, hp
+
+
+def build_model(section: DictConfig, data, seed: int = 0):
+    """An unfitted recommender for `data` from cfg.model."""
+    cls, hp = model_kwargs(section)
+    if getattr(cls, "uses_trainer", False):
+        hp["seed"] = seed
+    return cls(n_users=data.n_users, n_items=data.n_items, **hp)
+
+
+def ensure_writable_dir(path: str | Path) -> Path:
+    """Create `path` and check a file can be written there, with a clear error if not."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"run_dir {path} is not writable ({exc.strerror})") from None
+    return path
+
+
+def write_json_atomic(obj: Any, path: str | Path) -> None:
+    """JSON to a temporary file, then rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def plain(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)

@@ -1,0 +1,127 @@
+"""deeprec-train: compose data + model + trainer, fit, evaluate on the test split, save.
+
+Writes into run_dir: checkpoints/last.ckpt and best.ckpt, TensorBoard events (tensorboard/),
+metrics.json (the shared evaluation of the test split) and id_maps/{users,items}.parquet.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import pandas as pd
+from omegaconf import DictConfig
+
+from deeprec.cli.common import (
+    CONFIG_PATH,
+    TrainerConfig,
+    build_model,
+    ensure_writable_dir,
+    load_data,
+    plain,
+    report_user_errors,
+    write_json_atomic,
+)
+from deeprec.config import validate_section
+
+log = logging.getLogger("deeprec.train")
+
+
+def write_id_maps(data, run_dir: Path) -> None:
+    """id_maps/users.parquet and items.parquet: index -> the user's own id."""
+    out = run_dir / "id_maps"
+    out.mkdir(exist_ok=True)
+    for kind, ids in (("users", data.user_ids), ("items", data.item_ids)):
+        tmp = out / f".{kind}.parquet.tmp"
+        pd.DataFrame({"index": range(len(ids)), "id": [str(i) for i in ids]}).to_parquet(tmp, index=False)
+        tmp.replace(out / f"{kind}.parquet")
+
+
+def make_trainer(cfg: DictConfig, data, run_dir: Path, logger):
+    """A Lightning Trainer with the shared evaluation callback, checkpoints and early stopping."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    from deeprec.evaluation.callbacks import FullRankingEvaluation
+
+    tcfg = validate_section(cfg.trainer, TrainerConfig, "trainer")
+    monitor = f"valid/{cfg.eval.monitor}"
+    has_valid = (data.frame["split"] == "valid").any()
+    callbacks = [
+        FullRankingEvaluation(data, ks=cfg.eval.ks, batch_size=cfg.eval.batch_size),
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="best",
+            monitor=monitor if has_valid else None,
+            mode="max",
+            save_last=True,
+            save_top_k=1,
+            enable_version_counter=False,
+        ),
+    ]
+    if has_valid and cfg.eval.patience:
+        callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=cfg.eval.patience))
+    kwargs = {k: v for k, v in vars(tcfg).items() if v is not None}
+    return pl.Trainer(
+        default_root_dir=str(run_dir),
+        logger=logger,
+        callbacks=callbacks,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        **kwargs,
+    )
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """The whole job; returns the test metrics (also written to run_dir/metrics.json)."""
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from deeprec.checkpoint import load_recommender, save_checkpoint
+    from deeprec.evaluation.evaluator import evaluate_recommender
+
+    run_dir = ensure_writable_dir(cfg.run_dir)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = load_data(cfg.data)
+    model = build_model(cfg.model, data, seed=cfg.seed)
+    logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    if getattr(model, "uses_trainer", False):
+        trainer = make_trainer(cfg, data, run_dir, logger)
+        resume_from = str(last) if cfg.resume and last.exists() else None
+        model.fit(data, trainer=trainer, ckpt_path=resume_from)
+        best = ckpt_dir / "best.ckpt"
+        model, _ = load_recommender(best if best.exists() else last)
+    else:
+        model.fit(data)
+        save_checkpoint(model, data, last)
+        save_checkpoint(model, data, ckpt_dir / "best.ckpt")
+    if cfg.trainer.accelerator in ("gpu", "cuda") and torch.cuda.is_available():
+        model.to("cuda")
+    metrics = evaluate_recommender(model, data, "test", ks=cfg.eval.ks, batch_size=cfg.eval.batch_size)
+    logger.log_hyperparams(
+        {"model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed, **{f"model.{k}": v for k, v in plain(cfg.model).items() if isinstance(v, (int, float, str, bool))}},
+        {f"test/{k}": v for k, v in metrics.items() if "@" in k},
+    )
+    logger.log_metrics({f"test/{k}": v for k, v in metrics.items()}, step=0)
+    logger.finalize("success")
+    write_id_maps(data, run_dir)
+    rejects = data.extras.get("rejects")
+    if rejects is not None and len(rejects):
+        rejects.astype(str).to_parquet(run_dir / "rejects.parquet", index=False)
+    write_json_atomic(metrics, run_dir / "metrics.json")
+    log.info("test metrics: %s", {k: round(v, 4) for k, v in metrics.items() if k.endswith("@10")})
+    return metrics
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
+@report_user_errors("deeprec-train")
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""`data=interactions`: any table user_id, item_id[, rating][, timestamp][, split] a user brings.
+
+A `split` column (train / valid / test) is used exactly as given, so results compare with other
+libraries on identical splits; otherwise `split.*` decides. Bad rows go to `data.rejects`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from deeprec.data.interactions import InteractionData, from_frame
+from deeprec.data.splits import SplitConfig, assign_splits
+from deeprec.data.tables import read_tables
+from deeprec.errors import DataError
+
+
+@dataclass
+class InteractionsDataConfig:
+    name: str = "interactions"
+    path: str = "???"
+    min_rating: float | None = None  # keep only rows with rating >= this (e.g. 4 on MovieLens)
+    rating_range: list[float] = field(default_factory=lambda: [0.0, 5.0])
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+
+def parse_timestamps(values: pd.Series) -> np.ndarray:
+    """Epoch seconds (float64, NaN where unparseable) from numbers (s or ms) or ISO-8601 text."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.notna().sum() >= values.notna().sum() and values.notna().any():
+        secs = numeric.to_numpy(np.float64)
+        return np.where(secs > 1e11, secs / 1000.0, secs)
+    parsed = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
+    secs = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(np.float64)
+    return secs
+
+
+def clean_interactions(df: pd.DataFrame, source: str, rating_range=(0.0, 5.0)) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(accepted rows, rejects with a `reason`): missing ids, bad ratings or timestamps, duplicates."""
+    reason = pd.Series(pd.NA, index=df.index, dtype="object")
+    for col in ("user_id", "item_id"):
+        ids = df[col].astype("string").str.strip()
+        reason = reason.mask(reason.isna() & (ids.isna() | (ids == "")), f"missing_{col.split('_')[0]}")
+    if "rating" in df.columns:
+        rating = pd.to_numeric(df["rating"], errors="coerce")
+        lo, hi = rating_range
+        bad = rating.isna() | ~np.isfinite(rating) | (rating < lo) | (rating > hi)
+        reason = reason.mask(reason.isna() & bad, "bad_rating")
+    if "timestamp" in df.columns:
+        ts = parse_timestamps(df["timestamp"])
+        reason = reason.mask(reason.isna() & np.isnan(ts), "bad_timestamp")
+    key_cols = [c for c in ("user_id", "item_id", "timestamp", "split") if c in df.columns]
+    dup = df.duplicated(subset=key_cols, keep="first")
+    reason = reason.mask(reason.isna() & dup, "duplicate")
+    rejects = df[reason.notna()].assign(reason=reason[reason.notna()])
+    accepted = df[reason.isna()].copy()
+    if "rating" in accepted.columns:
+        accepted["rating"] = pd.to_numeric(accepted["rating"]).astype(np.float32)
+    if "timestamp" in accepted.columns:
+        accepted["timestamp"] = parse_timestamps(accepted["timestamp"])
+    if len(accepted) == 0:
+        raise DataError(f"{source}: no valid interaction (all {len(df)} rows rejected: {rejects['reason'].value_counts().to_dict()})")
+    return accepted, rejects
+
+
+def build(df: pd.DataFrame, cfg, source: str, name: str, item_features=None, min_rating=None) -> InteractionData:
+    """Clean, filter, split and index a user_id/item_id table into InteractionData."""
+    accepted, rejects = clean_interactions(df, source, tuple(getattr(cfg, "rating_range", (0.0, 5.0))))
+    if min_rating is not None and "rating" in accepted.columns:
+        low = accepted["rating"] < min_rating
+        rejects = pd.concat([rejects, accepted[low].assign(reason="below_min_rating")])
+        accepted = accepted[~low]
+    data = from_frame(accepted, source, item_features=item_features, name=name)
+    if "split" not in data.frame.columns:
+        data.frame["split"] = assign_splits(data.frame, cfg.split).to_numpy()
+    data.extras["rejects"] = rejects
+    data.extras["rows_in"] = len(df)
+    return data
+
+
+CONFIG = InteractionsDataConfig
+
+
+def load(cfg: InteractionsDataConfig) -> InteractionData:
+    if cfg.path in ("???", "", None):
+        raise DataError("data=interactions needs data.path=FILE (a CSV or Parquet table user_id,item_id[,rating][,timestamp][,split])")
+    df = read_tables(cfg.path, dtype={"user_id": str, "item_id": str})
+    missing = [c for c in ("user_id", "item_id") if c not in df.columns]
+    if missing:
+        raise DataError(f"{cfg.path}: required column(s) {missing} missing; found {list(df.columns)}")
+    return build(df, cfg, str(cfg.path), cfg.name, min_rating=cfg.min_rating)

@@ -1,0 +1,17 @@
+"""User-facing errors: one clear sentence, printed without a traceback by the CLIs."""
+
+
+class DeeprecError(Exception):
+    """A mistake in the user's input, data or configuration (not a bug in deeprec)."""
+
+
+class DataError(DeeprecError):
+    """A whole-input problem: a missing column, an empty file, an unparseable line."""
+
+
+class ConfigError(DeeprecError):
+    """A configuration value or key that is not valid."""
+
+
+class CheckpointError(DeeprecError):
+    """A checkpoint that is missing, truncated, of another model, or unsafe to load."""

@@ -1,0 +1,77 @@
+"""LightningRecommender: a LightningModule that is also a Recommender.
+
+Subclasses define the network, `training_step`, `configure_optimizers`, `score(users)` and
+`train_dataloader_for(data)`. This base wires fitting through a Lightning Trainer, puts the
+deeprec checkpoint entry into every Lightning checkpoint, and reseeds at each epoch start so a
+run resumed from an epoch checkpoint continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from deeprec.recommender import Recommender
+
+
+class LightningRecommender(pl.LightningModule, Recommender):
+    uses_trainer = True
+
+    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, **config: Any) -> None:
+        pl.LightningModule.__init__(self)
+        self.n_users = n_users
+        self.n_items = n_items
+        self.seed = seed
+        self.config = dict(config)
+        self._ckpt_meta: dict | None = None
+
+    # -- Recommender -------------------------------------------------------------------------
+    def prepare(self, data) -> None:
+        """Hook: keep what score() needs from the data (e.g. history buffers). Default: nothing."""
+
+    def train_dataloader_for(self, data) -> DataLoader:
+        raise NotImplementedError
+
+    def fit(self, data, trainer: pl.Trainer | None = None, ckpt_path: str | None = None) -> "LightningRecommender":
+        from deeprec.checkpoint import checkpoint_meta
+
+        if trainer is None:
+            trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+        self.prepare(data)
+        self._ckpt_meta = checkpoint_meta(self, data)
+        self._train_loader = self.train_dataloader_for(data)
+        trainer.fit(self, train_dataloaders=self._train_loader, ckpt_path=ckpt_path, weights_only=True)
+        return self
+
+    def init_args(self) -> dict[str, Any]:
+        return {"n_users": self.n_users, "n_items": self.n_items, "seed": self.seed, **self.config}
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return dict(self.state_dict())
+
+    def load_state_tensors(self, state: dict[str, torch.Tensor]) -> None:
+        self.load_state_dict(state)
+
+    def to(self, *args, **kwargs):  # nn.Module.to, not Recommender.to
+        return pl.LightningModule.to(self, *args, **kwargs)
+
+    # -- Lightning hooks ------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._ckpt_meta is not None:
+            checkpoint["deeprec"] = self._ckpt_meta
+
+    def on_train_epoch_start(self) -> None:
+        # Data order, negative samples and dropout depend only on (seed, epoch): resumable exactly.
+        pl.seed_everything(self.seed * 100_003 + self.current_epoch, workers=True, verbose=False)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not math.isfinite(float(loss.detach())):
+            raise FloatingPointError(
+                f"training loss became {float(loss)} at epoch {self.current_epoch}, step {self.global_step}; "
+                "lower the learning rate or set trainer.gradient_clip_val"
+            )
