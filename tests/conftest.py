@@ -1,0 +1,40 @@
+"""Shared fixtures: seeded RNGs, the ../shared/data folder (tests needing it skip when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    """../shared/data beside the clone (or $DEEPREC_SHARED_DATA), or None when absent."""
+    env = os.environ.get("DEEPREC_SHARED_DATA")
+    path = Path(env) if env else REPO.parent / "shared" / "data"
+    return path if path.is_dir() else None
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The shared datasets folder; the test is skipped cleanly when it is not there."""
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("../shared/data is not present (a user's clone has no shared datasets)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)
