@@ -7,7 +7,10 @@ metrics.json (the shared evaluation of the test split) and id_maps/{users,items}
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 import hydra
 import pandas as pd
@@ -73,20 +76,11 @@ def make_trainer(cfg: DictConfig, data, run_dir: Path, logger):
     )
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """The whole job; returns the test metrics (also written to run_dir/metrics.json)."""
-    import pytorch_lightning as pl
-    import torch
-    from pytorch_lightning.loggers import TensorBoardLogger
-
+def fit_model(cfg: DictConfig, data, run_dir: Path, logger):
+    """Build and fit cfg.model on data; returns the best model (reloaded from its checkpoint)."""
     from deeprec.checkpoint import load_recommender, save_checkpoint
-    from deeprec.evaluation.evaluator import evaluate_recommender
 
-    run_dir = ensure_writable_dir(cfg.run_dir)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = load_data(cfg.data)
     model = build_model(cfg.model, data, seed=cfg.seed)
-    logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     if getattr(model, "uses_trainer", False):
@@ -99,11 +93,50 @@ def train(cfg: DictConfig) -> dict[str, float]:
         model.fit(data)
         save_checkpoint(model, data, last)
         save_checkpoint(model, data, ckpt_dir / "best.ckpt")
-    if cfg.trainer.accelerator in ("gpu", "cuda") and torch.cuda.is_available():
+    return model
+
+
+@dataclass
+class TrainResult:
+    """What one training run produced: metrics, the best model, and its test top-k lists."""
+
+    metrics: dict[str, float]
+    valid_metrics: dict[str, float]
+    model: object
+    data: object
+    test_users: np.ndarray
+    test_topk: "torch.Tensor"  # noqa: F821  [U_test, max(ks)] item indices
+
+
+def run_training(cfg: DictConfig, data=None) -> TrainResult:
+    """The whole job; writes checkpoints, TensorBoard events and metrics.json into cfg.run_dir."""
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from deeprec.evaluation.evaluator import evaluate_recommender
+
+    run_dir = ensure_writable_dir(cfg.run_dir)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if data is None:
+        data = load_data(cfg.data)
+    logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
+    model = fit_model(cfg, data, run_dir, logger)
+    if cfg.trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
         model.to("cuda")
-    metrics = evaluate_recommender(model, data, "test", ks=cfg.eval.ks, batch_size=cfg.eval.batch_size)
+    if hasattr(model, "eval"):
+        model.eval()
+    valid = {}
+    if (data.frame["split"] == "valid").any():
+        valid = evaluate_recommender(model, data, "valid", ks=cfg.eval.ks, batch_size=cfg.eval.batch_size)
+    metrics, test_users, test_topk = evaluate_recommender(
+        model, data, "test", ks=cfg.eval.ks, batch_size=cfg.eval.batch_size, return_topk=True
+    )
+    scalar_hparams = {
+        f"model.{k}": v for k, v in plain(cfg.model).items() if isinstance(v, (int, float, str, bool))
+    }
     logger.log_hyperparams(
-        {"model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed, **{f"model.{k}": v for k, v in plain(cfg.model).items() if isinstance(v, (int, float, str, bool))}},
+        {"model": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed, **scalar_hparams},
         {f"test/{k}": v for k, v in metrics.items() if "@" in k},
     )
     logger.log_metrics({f"test/{k}": v for k, v in metrics.items()}, step=0)
@@ -112,15 +145,24 @@ def train(cfg: DictConfig) -> dict[str, float]:
     rejects = data.extras.get("rejects")
     if rejects is not None and len(rejects):
         rejects.astype(str).to_parquet(run_dir / "rejects.parquet", index=False)
+    if valid:
+        write_json_atomic(valid, run_dir / "valid_metrics.json")
     write_json_atomic(metrics, run_dir / "metrics.json")
     log.info("test metrics: %s", {k: round(v, 4) for k, v in metrics.items() if k.endswith("@10")})
-    return metrics
+    return TrainResult(metrics, valid, model, data, test_users, test_topk)
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
 @report_user_errors("deeprec-train")
-def main(cfg: DictConfig) -> None:
-    train(cfg)
+def main(cfg: DictConfig) -> float:
+    """Returns the validation metric (cfg.eval.monitor) so Optuna sweeps optimise on valid, not test."""
+    result = run_training(cfg)
+    return float(result.valid_metrics.get(cfg.eval.monitor, float("nan")))
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Programmatic entry (tests, notebooks): run the job and return the test metrics."""
+    return run_training(cfg).metrics
 
 
 if __name__ == "__main__":

@@ -1,0 +1,110 @@
+"""Leaderboards: a table of mean and 95% CI per metric and model, significance against the best
+baseline, written as Markdown + CSV, and a PNG bar plot of the main metrics."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from deeprec.evaluation.stats import bonferroni, mean_ci, paired_test
+
+
+def leaderboard(
+    per_user: dict[str, dict[str, np.ndarray]],
+    set_metrics: dict[str, dict[str, float]],
+    baselines: Sequence[str],
+    test_metric: str,
+) -> pd.DataFrame:
+    """One row per model: <metric>, <metric>_lo, <metric>_hi for per-user metrics, the list-set
+    metrics as values, and p-values (raw and Bonferroni) of a paired Wilcoxon test on
+    `test_metric` against the best baseline."""
+    rows = []
+    for model, metrics in per_user.items():
+        row = {"model": model}
+        for name, values in metrics.items():
+            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = mean_ci(values)
+        row.update(set_metrics.get(model, {}))
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("model")
+    candidates = [m for m in baselines if m in table.index]
+    best = table.loc[candidates, test_metric].idxmax() if candidates else table[test_metric].idxmax()
+    others = [m for m in table.index if m != best]
+    raw = [paired_test(per_user[m][test_metric], per_user[best][test_metric]) for m in others]
+    table["vs"] = best
+    table["p_value"] = np.nan
+    table["p_bonferroni"] = np.nan
+    if others:
+        table.loc[others, "p_value"] = raw
+        table.loc[others, "p_bonferroni"] = bonferroni(raw)
+    return table.sort_values(test_metric, ascending=False)
+
+
+def to_markdown(table: pd.DataFrame, metrics: Sequence[str], test_metric: str, title: str) -> str:
+    """A Markdown leaderboard: mean [95% CI] per metric; significance marks vs the best baseline."""
+    best = table["vs"].iloc[0]
+    lines = [f"### {title}", "", f"| model | " + " | ".join(metrics) + f" | p vs {best} ({test_metric}, Bonferroni) |"]
+    lines.append("|---" * (len(metrics) + 2) + "|")
+    for model, row in table.iterrows():
+        cells = []
+        for m in metrics:
+            if f"{m}_lo" in row and not np.isnan(row.get(f"{m}_lo", np.nan)):
+                cells.append(f"{row[m]:.4f} [{row[f'{m}_lo']:.4f}, {row[f'{m}_hi']:.4f}]")
+            elif m in row:
+                cells.append(f"{row[m]:.4f}")
+            else:
+                cells.append("-")
+        p = row["p_bonferroni"]
+        mark = "(reference)" if model == best else (f"{p:.2g}" + (" *" if p < 0.05 else ""))
+        lines.append(f"| {model} | " + " | ".join(cells) + f" | {mark} |")
+    lines += ["", "Mean over test users with a 95% t-interval; * = significant at 0.05 after Bonferroni."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: pd.DataFrame, metrics: Sequence[str], path: Path, title: str) -> None:
+    """Grouped bars of the main metrics with 95% CI whiskers, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(table.index)
+    width = 0.8 / max(len(metrics), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(models) + 2), 4))
+    x = np.arange(len(models))
+    for i, m in enumerate(metrics):
+        vals = table[m].to_numpy(float)
+        if f"{m}_lo" in table:
+            err = np.vstack([vals - table[f"{m}_lo"].to_numpy(float), table[f"{m}_hi"].to_numpy(float) - vals])
+            err = np.nan_to_num(err)
+        else:
+            err = None
+        ax.bar(x + i * width - 0.4 + width / 2, vals, width, yerr=err, capsize=2, label=m)
+    ax.set_xticks(x, models, rotation=30, ha="right")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    write_atomic_bytes(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
+    plt.close(fig)
+
+
+def write_atomic_bytes(path: Path, writer) -> None:
+    """Call writer(file handle) on a temporary file beside `path`, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            writer(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_atomic_bytes(path, lambda fh: fh.write(text.encode("utf-8")))
