@@ -27,13 +27,14 @@ class InteractionsDataConfig:
 
 
 def parse_timestamps(values: pd.Series) -> np.ndarray:
-    """Epoch seconds (float64, NaN where unparseable) from numbers (s or ms) or ISO-8601 text."""
-    numeric = pd.to_numeric(values, errors="coerce")
-    if numeric.notna().sum() >= values.notna().sum() and values.notna().any():
-        secs = numeric.to_numpy(np.float64)
-        return np.where(secs > 1e11, secs / 1000.0, secs)
-    parsed = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
-    secs = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(np.float64)
+    """Epoch seconds (float64, NaN where unparseable) per value: a number (ms when > 1e11, else s)
+    or ISO-8601 text (an offset is honoured, a naive time is UTC)."""
+    numeric = pd.to_numeric(values, errors="coerce").to_numpy(np.float64)
+    secs = np.where(numeric > 1e11, numeric / 1000.0, numeric)
+    text = np.isnan(secs) & values.notna().to_numpy()
+    if text.any():
+        parsed = pd.to_datetime(values[text].astype(str), errors="coerce", utc=True, format="ISO8601")
+        secs[text] = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(np.float64)
     return secs
 
 
