@@ -76,11 +76,14 @@ def evaluate_recommender(
     """Shared evaluation of any Recommender on `split` of InteractionData (SPEC section 3).
 
     Items of earlier splits are excluded (train for valid; train and valid for test); users with
-    no item in `split` are skipped and counted.
+    no item in `split` are skipped and counted. A recommender with `observe(data, splits)` (sequence
+    and history models) is first conditioned on those same earlier splits, its known history.
     """
     truth = data.truth(split)
     users = np.flatnonzero(np.diff(truth.indptr) > 0)
     exclude = data.matrix(data.earlier_splits(split), binary=True)
+    if hasattr(recommender, "observe"):  # history-based models read the same earlier splits
+        recommender.observe(data, data.earlier_splits(split))
     _, items = full_ranking_topk(
         recommender.score, users, max(ks), exclude=exclude, batch_size=batch_size, device=recommender.device
     )
