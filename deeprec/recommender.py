@@ -36,6 +36,12 @@ class Recommender(ABC):
         """Learn from data's train split (valid for early stopping); `trainer` for Lightning models."""
 
     # -- inference -----------------------------------------------------------------------------
+    def observe(self, data: "InteractionData", splits: tuple[str, ...]) -> None:
+        """Condition on the users' known history (the given splits) before scoring.
+
+        History-based models (sequences, autoencoders) read their inputs here; others ignore it.
+        """
+
     @abstractmethod
     def score(self, users: torch.Tensor) -> torch.Tensor:
         """scores: [B, n_items] float for user indices `users` [B] (higher is better)."""

@@ -82,8 +82,7 @@ def evaluate_recommender(
     truth = data.truth(split)
     users = np.flatnonzero(np.diff(truth.indptr) > 0)
     exclude = data.matrix(data.earlier_splits(split), binary=True)
-    if hasattr(recommender, "observe"):  # history-based models read the same earlier splits
-        recommender.observe(data, data.earlier_splits(split))
+    recommender.observe(data, data.earlier_splits(split))
     _, items = full_ranking_topk(
         recommender.score, users, max(ks), exclude=exclude, batch_size=batch_size, device=recommender.device
     )
