@@ -60,6 +60,9 @@ class RandomScores:
     def score(self, users):
         return torch.rand(len(users), self.n_items, generator=self.generator)
 
+    def observe(self, data, splits):
+        pass
+
 
 @pytest.fixture(scope="module")
 def chain():

@@ -343,6 +343,7 @@ class LSTMRecommender(HistoryBuffers, LightningRecommender):
         last = torch.where((lengths > 0).unsqueeze(1), last, torch.zeros_like(last))
         return last @ self.output_vectors().T + self.output_bias
 
+    @torch.no_grad()
     def score(self, users: torch.Tensor) -> torch.Tensor:
         users = users.to(self.history_items.device)
         return self(self.history_items[users], self.history_gaps[users], self.history_lengths[users])

@@ -1,0 +1,288 @@
+"""Attention content ranker (DIN style): a candidate item attends over the learner's history, so the
+interest vector differs per candidate, and the attention weights explain each recommendation
+("because you took ...").
+
+Item vector = id embedding + projection of the item's content features (synthetic: topic one-hot,
+difficulty, n_lessons; coursera: the SPEC 2.3 video statistics; movielens: genres; no features:
+ids only). The local activation unit scores [h, c, h - c, h * c] for each history item h and
+candidate c; the weights are a softmax over the valid history (padding gets weight 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from deeprec.errors import ConfigError, DataError
+from deeprec.evaluation.evaluator import mask_rows, topk_from_scores
+from deeprec.models.base import LightningRecommender
+from deeprec.models.lstm import (
+    SAMPLERS,
+    HistoryBuffers,
+    check_choice,
+    ordered_events,
+    popularity_ranking,
+    standardised_features,
+)
+
+LOSSES = ("bce", "sampled_softmax")
+
+
+@dataclass
+class AttentionConfig:
+    name: str = "attention"
+    embedding_dim: int = 32
+    attention_hidden: int = 16  # width of the local activation unit
+    mlp_hidden: int = 32  # width of the scoring MLP over [interest, candidate, interest * candidate]
+    dropout: float = 0.1
+    max_len: int = 50  # history items a candidate attends over
+    use_ids: bool = True  # id embeddings (false: content features only)
+    use_features: bool = True  # projected data.item_features when the data has them
+    loss: str = "bce"  # bce (positive vs sampled negatives) | sampled_softmax
+    n_negatives: int = 4  # sampled negatives per positive
+    negative_sampler: str = "uniform"  # uniform | log_uniform (over popularity rank)
+    lr: float = 0.003
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    score_chunk_elements: int = 16_777_216  # activation-unit elements per chunk when scoring all items
+    num_workers: int = 0
+
+
+def prefix_histories(items: np.ndarray, starts: np.ndarray, max_len: int, pad: int) -> np.ndarray:
+    """For every event, the up to max_len events of its user before it: [N, max_len], right-padded."""
+    n = np.diff(starts)
+    position = np.arange(len(items)) - np.repeat(starts[:-1], n)
+    first = np.maximum(position - max_len, 0)
+    cols = np.arange(max_len)[None, :]
+    valid = cols < (position - first)[:, None]
+    idx = np.clip((np.arange(len(items)) - position + first)[:, None] + cols, 0, max(len(items) - 1, 0))
+    return np.where(valid, items[idx], pad)
+
+
+class AttentionRanker(HistoryBuffers, LightningRecommender):
+    """score(users [B]) -> [B, I]: every item scored against its own attention over the history."""
+
+    name = "attention"
+    config_class = AttentionConfig
+
+    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, n_features: int = 0, **hp) -> None:
+        super().__init__(n_users, n_items, seed, **hp)
+        cfg = AttentionConfig(**{"name": self.name, **hp})
+        check_choice(cfg.loss, LOSSES, "loss")
+        check_choice(cfg.negative_sampler, SAMPLERS, "negative_sampler")
+        for key in ("embedding_dim", "attention_hidden", "mlp_hidden", "max_len", "n_negatives", "batch_size",
+                    "score_chunk_elements"):
+            if getattr(cfg, key) < 1:
+                raise ConfigError(f"model.{key}={getattr(cfg, key)} must be at least 1")
+        self.cfg = cfg
+        self.n_features = n_features
+        d = cfg.embedding_dim
+        self.item_embedding = nn.Embedding(n_items + 1, d, padding_idx=n_items) if cfg.use_ids else None
+        self.feature_projection = nn.Linear(n_features, d) if n_features else None
+        self.register_buffer("item_features", torch.zeros(n_items, n_features))
+        self.item_bias = nn.Parameter(torch.zeros(n_items))
+        self.activation_unit = nn.Linear(4 * d, cfg.attention_hidden)
+        self.activation_out = nn.Linear(cfg.attention_hidden, 1)
+        self.score_mlp = nn.Sequential(
+            nn.Linear(3 * d, cfg.mlp_hidden), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.mlp_hidden, 1)
+        )
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.register_buffer("items_by_rank", torch.arange(n_items))
+        self.register_buffer("log_q", torch.zeros(n_items))
+        self.register_history(n_users, cfg.max_len, pad_item=n_items)
+
+    def init_args(self) -> dict:
+        return {**super().init_args(), "n_features": self.n_features}
+
+    # -- data -------------------------------------------------------------------------------
+    def prepare(self, data) -> None:
+        """Keep the standardised content features, the popularity ranking and the train histories."""
+        if (data.n_users, data.n_items) != (self.n_users, self.n_items):
+            raise DataError(f"model built for {self.n_users} users x {self.n_items} items, data has {data.n_users} x {data.n_items}")
+        features = standardised_features(data, self.cfg.use_features)
+        if features is None and not self.cfg.use_ids:
+            raise ConfigError(f"model.use_ids=false needs item features, but data {data.name!r} has none (or model.use_features=false)")
+        n_features = 0 if features is None else features.shape[1]
+        if n_features != self.n_features:
+            self.n_features = n_features
+            self.feature_projection = nn.Linear(n_features, self.cfg.embedding_dim) if n_features else None
+            self.item_features = torch.zeros(self.n_items, n_features)
+        if features is not None:
+            self.item_features.copy_(features)
+        by_rank, log_q = popularity_ranking(data)
+        self.items_by_rank.copy_(torch.from_numpy(by_rank))
+        self.log_q.copy_(torch.from_numpy(log_q))
+        self._observed_splits = None
+        self.observe(data, "train")
+
+    def train_dataloader_for(self, data) -> DataLoader:
+        """One sample per train event: (the events before it, at most max_len; the event's item)."""
+        items, _, _, starts, _ = ordered_events(data, "train")
+        if len(items) == 0:
+            raise DataError(f"{data.name}: the train split is empty")
+        histories = prefix_histories(items, starts, self.cfg.max_len, self.n_items)
+        dataset = TensorDataset(torch.from_numpy(histories), torch.from_numpy(items.copy()))
+        return DataLoader(dataset, batch_size=self.cfg.batch_size, shuffle=True, num_workers=self.cfg.num_workers)
+
+    # -- network ----------------------------------------------------------------------------
+    def item_vectors(self) -> torch.Tensor:
+        """Item vectors [I + 1, d] (last row: padding, zero): id embedding + projected features."""
+        d = self.cfg.embedding_dim
+        vectors = self.item_bias.new_zeros(self.n_items + 1, d)
+        if self.item_embedding is not None:
+            vectors = vectors + self.item_embedding.weight
+        if self.feature_projection is not None:
+            projected = self.feature_projection(self.item_features)
+            vectors = vectors + torch.cat([projected, projected.new_zeros(1, d)])
+        return vectors
+
+    def attention_weights(self, history: torch.Tensor, valid: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """weights [B, L, C]: softmax over the valid history [B, L, d] (mask [B, L]) for each candidate.
+
+        candidates: [C, d] (the same for every row) or [B, C, d]. The activation unit's first layer
+        on [h, c, h - c, h * c] is split into its four blocks, so no [B, L, C, 4d] tensor is built.
+        """
+        d = self.cfg.embedding_dim
+        w_h, w_c, w_diff, w_prod = self.activation_unit.weight.split(d, dim=1)  # each [M, d]
+        history_part = history @ (w_h + w_diff).T  # [B, L, M]
+        candidate_part = candidates @ (w_c - w_diff).T + self.activation_unit.bias  # [(B,) C, M]
+        scaled = history.unsqueeze(2) * w_prod  # [B, L, M, d]
+        if candidates.dim() == 2:
+            product_part = scaled @ candidates.T  # [B, L, M, C]
+            candidate_part = candidate_part.T  # [M, C]
+        else:
+            product_part = scaled @ candidates.transpose(1, 2).unsqueeze(1)  # [B, L, M, C]
+            candidate_part = candidate_part.transpose(1, 2).unsqueeze(1)  # [B, 1, M, C]
+        hidden = F.relu(history_part.unsqueeze(-1) + candidate_part + product_part)
+        logits = torch.einsum("blmc,m->blc", hidden, self.activation_out.weight[0]) + self.activation_out.bias
+        logits = logits.masked_fill(~valid.unsqueeze(-1), -torch.inf)
+        weights = torch.softmax(logits, dim=1)
+        return torch.nan_to_num(weights, nan=0.0)  # a user without history attends to nothing
+
+    def candidate_scores(self, history_items: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """scores [B, C] of candidates ([C] shared or [B, C] per row) for right-padded histories [B, L]."""
+        vectors = self.item_vectors()
+        valid = history_items != self.n_items
+        history = self.dropout(vectors[history_items])
+        candidate_vectors = vectors[candidates]
+        weights = self.attention_weights(history, valid, candidate_vectors)
+        interest = torch.einsum("blc,bld->bcd", weights, history)
+        if candidate_vectors.dim() == 2:
+            candidate_vectors = candidate_vectors.unsqueeze(0).expand(interest.shape[0], -1, -1)
+        features = torch.cat([interest, candidate_vectors, interest * candidate_vectors], dim=-1)
+        return self.score_mlp(features).squeeze(-1) + self.item_bias[candidates]
+
+    def history_of(self, users: torch.Tensor) -> torch.Tensor:
+        """Stored histories [B, L'] of users, trimmed to the longest one in the batch."""
+        users = users.to(self.history_items.device)
+        width = max(int(self.history_lengths[users].max()), 1)
+        return self.history_items[users, :width]
+
+    @torch.no_grad()
+    def score(self, users: torch.Tensor) -> torch.Tensor:
+        history = self.history_of(users)
+        batch, width = history.shape
+        chunk = max(1, self.cfg.score_chunk_elements // (batch * width * self.cfg.attention_hidden))
+        all_items = torch.arange(self.n_items, device=history.device)
+        return torch.cat([self.candidate_scores(history, part) for part in all_items.split(chunk)], dim=1)
+
+    # -- explanations -----------------------------------------------------------------------
+    @torch.no_grad()
+    def explain(self, users: torch.Tensor, items: torch.Tensor, top: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+        """(history items [B, top], weights [B, top]): what user b attended to when scoring items[b].
+
+        Highest weight first; -1 and weight 0 where the history is shorter than `top`.
+        """
+        history = self.history_of(users)
+        items = items.to(history.device)
+        vectors = self.item_vectors()
+        weights = self.attention_weights(vectors[history], history != self.n_items, vectors[items].unsqueeze(1))[..., 0]
+        k = min(top, history.shape[1])
+        top_weights, position = torch.topk(weights, k, dim=1)
+        top_items = history.gather(1, position)
+        empty = history.gather(1, position) == self.n_items
+        top_items = torch.where(empty, -1, top_items)
+        top_weights = torch.where(empty, 0.0, top_weights)
+        if k < top:
+            top_items = torch.cat([top_items, top_items.new_full((len(items), top - k), -1)], 1)
+            top_weights = torch.cat([top_weights, top_weights.new_zeros(len(items), top - k)], 1)
+        return top_items, top_weights
+
+    @torch.no_grad()
+    def recommend_with_explanations(self, user_indices, k: int = 10, user_ids=None, item_ids=None,
+                                    exclude=None) -> pd.DataFrame:
+        """Top-k per user with the history item that weighed most: columns user, rank, item, score,
+        because_item, because_weight. Ids come from `user_ids` / `item_ids` (index -> id) when
+        given; `exclude` (CSR [n_users, I]) masks items, by default each user's stored history."""
+        users = torch.as_tensor(np.asarray(user_indices, dtype=np.int64))
+        scores = self.score(users).float()
+        if exclude is None:
+            history = self.history_items[users.to(self.history_items.device)]
+            seen = torch.zeros(len(users), self.n_items + 1, dtype=torch.bool, device=scores.device)
+            seen.scatter_(1, history.to(scores.device), True)
+            scores = scores.masked_fill(seen[:, : self.n_items], -torch.inf)
+        else:
+            scores = mask_rows(scores, exclude, users.numpy())
+        values, items = (t.cpu() for t in topk_from_scores(scores, k))
+        keep = items >= 0
+        row = torch.arange(len(users)).unsqueeze(1).expand_as(items)[keep]
+        flat_items = items[keep]
+        because, weight = self.explain(users[row], flat_items, top=1)
+        because, weight = because[:, 0].cpu().numpy(), weight[:, 0].cpu().numpy()
+        rank = torch.arange(1, k + 1).unsqueeze(0).expand_as(items)[keep].numpy()
+        user_idx = users[row].numpy()
+        item_idx = flat_items.numpy()
+
+        def named(ids, idx):
+            if ids is None:
+                return idx
+            ids = np.asarray(ids, dtype=object)
+            return np.where(idx >= 0, ids[np.clip(idx, 0, None)], None)
+
+        return pd.DataFrame({
+            "user": named(user_ids, user_idx),
+            "rank": rank,
+            "item": named(item_ids, item_idx),
+            "score": values[keep].numpy(),
+            "because_item": named(item_ids, because),
+            "because_weight": weight,
+        })
+
+    # -- training ---------------------------------------------------------------------------
+    def sample_negatives(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """Item indices of `shape` from the sampling distribution (torch's global RNG)."""
+        device = self.item_bias.device
+        if self.cfg.negative_sampler == "uniform":
+            return torch.randint(0, self.n_items, shape, device=device)
+        u = torch.rand(shape, device=device, dtype=torch.float64)
+        rank = (torch.exp(u * np.log(self.n_items + 1.0)) - 1.0).floor().long().clamp(0, self.n_items - 1)
+        return self.items_by_rank[rank]
+
+    def training_step(self, batch, batch_idx):
+        history, positives = batch
+        width = max(int((history != self.n_items).sum(1).max()), 1)
+        negatives = self.sample_negatives((len(positives), self.cfg.n_negatives))
+        candidates = torch.cat([positives.unsqueeze(1), negatives], 1)
+        scores = self.candidate_scores(history[:, :width], candidates)
+        accidental = torch.cat([torch.zeros_like(positives, dtype=torch.bool).unsqueeze(1),
+                                negatives == positives.unsqueeze(1)], 1)
+        if self.cfg.loss == "bce":
+            labels = torch.zeros_like(scores)
+            labels[:, 0] = 1.0
+            loss = F.binary_cross_entropy_with_logits(scores, labels, weight=(~accidental).float())
+        else:
+            if self.cfg.negative_sampler == "log_uniform":  # logQ correction
+                scores = scores - self.log_q[candidates]
+            scores = scores.masked_fill(accidental, -torch.inf)
+            loss = F.cross_entropy(scores, torch.zeros(len(positives), dtype=torch.int64, device=scores.device))
+        self.log("train/loss", loss, prog_bar=False, on_step=False, on_epoch=True, batch_size=len(positives))
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
