@@ -1,0 +1,83 @@
+"""EASE (Steck 2019): a closed-form item-item linear autoencoder with a zero diagonal.
+
+B = I - P diagMat(1 / diag(P)), P = (X'X + l2 I)^-1, then diag(B) = 0; score(u) = x_u B.
+The dense I x I inverse is a Cholesky factorisation in torch (CPU or GPU), refused up front when
+it would not fit the configured memory budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from deeprec.baselines.history import HistoryRecommender, resolve_device
+from deeprec.errors import ConfigError
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class EASEConfig:
+    name: str = "ease"
+    l2: float = 200.0  # lambda on the diagonal of X'X
+    binary: bool = True  # X as 0/1 (Steck's setting) instead of the ratings
+    dtype: str = "float32"  # float32 | float64 for the inversion
+    max_dense_gb: float = 8.0  # refuse when the ~3 dense I x I matrices of the fit exceed this
+    fit_device: str = "cpu"  # cpu | cuda | auto
+
+
+def ease_weights(gram: torch.Tensor, l2: float) -> torch.Tensor:
+    """B [I, I] from the Gram matrix X'X [I, I] (overwritten): B_ij = -P_ij / P_jj, B_jj = 0."""
+    gram.diagonal().add_(l2)
+    factor, info = torch.linalg.cholesky_ex(gram)
+    if int(info) != 0:
+        raise ConfigError(f"model.l2={l2}: X'X + l2 I is not positive definite; use a larger l2 (> 0)")
+    precision = torch.cholesky_inverse(factor)
+    precision /= -precision.diagonal().clone().unsqueeze(0)
+    precision.diagonal().zero_()
+    return precision
+
+
+class EASE(HistoryRecommender):
+    """score(u, j) = sum_i x_ui B_ij over the user's known items (train, or train + valid when testing)."""
+
+    name = "ease"
+    config_class = EASEConfig
+
+    def __init__(self, n_users: int = 0, n_items: int = 0, **config) -> None:
+        super().__init__(n_users, n_items, **config)
+        self.hp = EASEConfig(**config)
+        if self.hp.dtype not in DTYPES:
+            raise ConfigError(f"model.dtype={self.hp.dtype!r} is not valid; choose one of {list(DTYPES)}")
+        self.weights = torch.zeros(n_items, n_items)
+
+    def dense_gb(self, n_items: int) -> float:
+        """Memory of the fit: the Gram matrix, its Cholesky factor and the inverse, I x I each."""
+        return 3 * n_items**2 * torch.finfo(DTYPES[self.hp.dtype]).bits / 8 / 1e9
+
+    def fit(self, data, trainer=None) -> "EASE":
+        need = self.dense_gb(data.n_items)
+        if need > self.hp.max_dense_gb:
+            raise ConfigError(
+                f"model=ease: {data.n_items} items need about {need:.1f} GB of dense I x I matrices, over "
+                f"model.max_dense_gb={self.hp.max_dense_gb}; raise max_dense_gb, filter rare items, or use itemknn/mf"
+            )
+        self.n_users, self.n_items = data.n_users, data.n_items
+        self.device = resolve_device(self.hp.fit_device)
+        self.history = self.history_matrix(data, "train")
+        x = self.history.astype(np.float64 if self.hp.dtype == "float64" else np.float32)
+        gram = torch.from_numpy((x.T @ x).toarray()).to(self.device)
+        self.weights = ease_weights(gram, self.hp.l2)
+        return self
+
+    def score(self, users: torch.Tensor) -> torch.Tensor:
+        return (self.history_rows(users).to(self.weights.dtype) @ self.weights).float()
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {"weights": self.weights, **self.history_state()}
+
+    def load_state_tensors(self, state: dict[str, torch.Tensor]) -> None:
+        self.weights = state["weights"].to(self.device)
+        self.load_history_state(state)

@@ -1,0 +1,85 @@
+"""What the classic baselines share: the user x item history each one scores from, sparse tensors
+on the scoring device, and the choice of fitting device.
+
+The history is the train split after fit(); observe(data, splits) replaces it with the splits the
+evaluator names (train + valid when testing), so a user's known items feed the score.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from deeprec.errors import ConfigError
+from deeprec.recommender import Recommender, csr_to_tensors, tensors_to_csr
+
+
+def resolve_device(name: str, key: str = "fit_device") -> torch.device:
+    """cpu | cuda | auto (cuda when available) as a torch.device; cuda without a GPU is a ConfigError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ConfigError(f"model.{key}={name!r} is not valid; choose cpu, cuda or auto")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"model.{key}={name} but no CUDA device is available; use {key}=cpu or auto")
+    return torch.device(name)
+
+
+def sparse_tensor(matrix: sp.spmatrix, device, dtype=torch.float32) -> torch.Tensor:
+    """A scipy matrix as a coalesced torch sparse COO tensor on `device` (torch.sparse.mm runs on CPU and CUDA)."""
+    coo = sp.coo_matrix(matrix)
+    index = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+    values = torch.from_numpy(np.asarray(coo.data)).to(dtype)
+    return torch.sparse_coo_tensor(index, values, coo.shape, device=device, check_invariants=False).coalesce()
+
+
+def sparse_product(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """left @ right for two sparse COO tensors, as a dense tensor (torch's beta-CSR warning silenced)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse.mm(left, right).to_dense()
+
+
+def sparse_times_dense_rows(matrix: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """rows @ matrix for dense rows [B, N] and a sparse matrix [N, M]: [B, M] (torch has sparse @ dense only)."""
+    return torch.sparse.mm(matrix.t().coalesce(), rows.t()).t()
+
+
+class HistoryRecommender(Recommender):
+    """A Recommender that scores from each user's known items (`self.history`, CSR [U, I]).
+
+    Subclasses keep their validated config dataclass in `self.hp`.
+    """
+
+    hp = None
+
+    def __init__(self, n_users: int = 0, n_items: int = 0, **config) -> None:
+        super().__init__(n_users, n_items, **config)
+        self.history = sp.csr_matrix((n_users, n_items), dtype=np.float32)
+
+    def history_matrix(self, data, splits) -> sp.csr_matrix:
+        """The user x item matrix of `splits`: ratings, or 1.0 when the model's config has binary=True."""
+        matrix = data.matrix(splits, binary=bool(getattr(self.hp, "binary", False)))
+        matrix.eliminate_zeros()
+        return matrix
+
+    def observe(self, data, splits: tuple[str, ...]) -> None:
+        if splits:
+            self.history = self.history_matrix(data, splits)
+            self.history_changed()
+
+    def history_changed(self) -> None:
+        """Hook: refresh what depends on the history (e.g. a user-user similarity). Default: nothing."""
+
+    def history_rows(self, users: torch.Tensor) -> torch.Tensor:
+        """Dense history rows [B, I] float32 on self.device."""
+        return self.rows_as_dense(self.history, users, self.device)
+
+    def history_state(self) -> dict[str, torch.Tensor]:
+        return csr_to_tensors(self.history, "history")
+
+    def load_history_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.history = tensors_to_csr(state, "history")
