@@ -58,7 +58,7 @@ def normal_equations(
         outer = (y.unsqueeze(2) * y.unsqueeze(1)).reshape(stop - start, k * k)
         a += alpha * torch.sparse.mm(sparse_tensor(block, device, dtype), outer)
     ratings = sparse_tensor(weights, device, dtype)
-    confidence = torch.sparse_coo_tensor(ratings.indices(), 1.0 + alpha * ratings.values(), ratings.shape)
+    confidence = torch.sparse_coo_tensor(ratings.indices(), 1.0 + alpha * ratings.values(), ratings.shape, check_invariants=False)
     b = torch.sparse.mm(confidence, fixed)
     return a.reshape(-1, k, k), b
 
