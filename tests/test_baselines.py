@@ -138,6 +138,17 @@ def test_itemknn_binary_and_similarity_normalisation(rng):
     np.testing.assert_allclose(all_scores(model, 20), expected, rtol=1e-5, atol=1e-7)
 
 
+def test_itemknn_shrink_adds_to_the_cosine_denominator(rng):
+    ratings = random_ratings(rng, 20, 15, 0.4)
+    norms = np.sqrt((ratings**2).sum(0))
+    sim = ratings.T @ ratings / (np.outer(norms, norms) + 5.0)
+    np.fill_diagonal(sim, 0.0)
+    sim = keep_nearest(np.where(sim >= 0.001, sim, 0.0), 6)
+    expected = ratings @ sim / np.maximum((ratings != 0).sum(1, keepdims=True), 1)
+    model = ItemKNN(20, 15, neighbours=6, shrink=5.0).fit(make_data(ratings))
+    np.testing.assert_allclose(all_scores(model, 20), expected, rtol=1e-5, atol=1e-7)
+
+
 def test_itemknn_target_pruning_keeps_the_scored_items_neighbours(rng):
     ratings = random_ratings(rng, 20, 15, 0.4)
     sim = keep_nearest(naive_cosine(ratings.T, 0.001), 3).T  # column j = j's 3 nearest items i
@@ -180,7 +191,7 @@ def test_ease_equals_closed_form(rng, dtype, tol):
     p = np.linalg.inv(x.T @ x + l2 * np.eye(25))
     b = np.eye(25) - p / np.diag(p)[None, :]
     np.fill_diagonal(b, 0.0)
-    model = EASE(60, 25, l2=l2, dtype=dtype).fit(make_data(ratings))
+    model = EASE(60, 25, l2=l2, dtype=dtype, chunk_size=7).fit(make_data(ratings))
     np.testing.assert_allclose(model.weights.double().numpy(), b, atol=tol)
     np.testing.assert_allclose(all_scores(model, 60), x @ b, atol=tol * 10)
     assert np.all(np.diag(model.weights.numpy()) == 0)

@@ -25,6 +25,7 @@ class EASEConfig:
     binary: bool = True  # X as 0/1 (Steck's setting) instead of the ratings
     dtype: str = "float32"  # float32 | float64 for the inversion
     max_dense_gb: float = 8.0  # refuse when the ~3 dense I x I matrices of the fit exceed this
+    chunk_size: int = 2048  # item columns per block of the sparse Gram product X'X
     fit_device: str = "cpu"  # cpu | cuda | auto
 
 
@@ -67,10 +68,19 @@ class EASE(HistoryRecommender):
         self.n_users, self.n_items = data.n_users, data.n_items
         self.device = resolve_device(self.hp.fit_device)
         self.history = self.history_matrix(data, "train")
-        x = self.history.astype(np.float64 if self.hp.dtype == "float64" else np.float32)
-        gram = torch.from_numpy((x.T @ x).toarray()).to(self.device)
-        self.weights = ease_weights(gram, self.hp.l2)
+        self.weights = ease_weights(self.gram(), self.hp.l2)
         return self
+
+    def gram(self) -> torch.Tensor:
+        """X'X [I, I] dense on the fit device, built chunk_size item columns at a time so the sparse
+        intermediate of the product never holds more than I x chunk_size entries."""
+        x = self.history.astype(np.float64 if self.hp.dtype == "float64" else np.float32)
+        xt, x_columns = x.T.tocsr(), x.tocsc()
+        gram = torch.empty(self.n_items, self.n_items, dtype=DTYPES[self.hp.dtype], device=self.device)
+        for start in range(0, self.n_items, self.hp.chunk_size):
+            stop = min(start + self.hp.chunk_size, self.n_items)
+            gram[:, start:stop] = torch.from_numpy((xt @ x_columns[:, start:stop]).toarray())
+        return gram
 
     def score(self, users: torch.Tensor) -> torch.Tensor:
         return (self.history_rows(users).to(self.weights.dtype) @ self.weights).float()

@@ -28,19 +28,22 @@ def cosine_neighbours(
     to the other rows (itself excluded), each >= min_similarity.
 
     sim(n, m) = <v_n, v_m> / (|v_n| |v_m| + shrink); rows of zeros have no neighbours.
-    Memory is bounded by chunk_size x N (one dense block of the similarity at a time).
+    Memory is bounded by chunk_size x N float32 (one dense block of the similarity at a time).
     """
-    vectors = sp.csr_matrix(vectors, dtype=np.float64)
+    vectors = sp.csr_matrix(vectors, dtype=np.float32)
     n = vectors.shape[0]
-    norms = np.sqrt(np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel())
+    norms = np.sqrt(np.asarray(vectors.multiply(vectors).sum(axis=1), dtype=np.float64).ravel())
+    if shrink == 0:  # plain cosine: normalise once, then each block is a plain product
+        inverse = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+        vectors = sp.csr_matrix(sp.diags(inverse.astype(np.float32)) @ vectors)
     transposed = vectors.T.tocsr()
     keep = min(neighbours, max(n - 1, 0))
     rows, cols, values = [], [], []
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
         block = (vectors[start:stop] @ transposed).toarray()
-        denominator = np.outer(norms[start:stop], norms) + shrink
-        block = np.divide(block, denominator, out=np.zeros_like(block), where=denominator > 0)
+        if shrink != 0:
+            block /= np.outer(norms[start:stop], norms).astype(np.float32) + np.float32(shrink)
         block[np.arange(stop - start), np.arange(start, stop)] = 0.0
         block[block < min_similarity] = 0.0
         if keep == 0:
@@ -54,7 +57,7 @@ def cosine_neighbours(
     if not rows:
         return sp.csr_matrix((n, n), dtype=np.float32)
     return sp.csr_matrix(
-        (np.concatenate(values).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
+        (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n), dtype=np.float32
     )
 
 
@@ -72,7 +75,7 @@ class ItemKNNConfig:
     binary: bool = False  # 1.0 for every interaction instead of the rating
     normalization: str = "count"  # count: / |train(u)| (SPEC) | similarity: / sum_i |sim(i, j)| | none
     prune: str = "source"  # source: item i keeps its k nearest j | target: item j keeps its k nearest i
-    chunk_size: int = 1024  # items per similarity block (memory ~ chunk_size x n_items x 8 bytes)
+    chunk_size: int = 1024  # items per similarity block (memory ~ chunk_size x n_items x 4 bytes)
 
 
 class ItemKNN(HistoryRecommender):
@@ -135,7 +138,7 @@ class UserKNNConfig:
     shrink: float = 0.0  # added to the cosine denominator
     binary: bool = False  # 1.0 for every interaction instead of the rating
     normalization: str = "similarity"  # similarity: / sum_v |sim(u, v)| | none
-    chunk_size: int = 1024  # users per similarity block (memory ~ chunk_size x n_users x 8 bytes)
+    chunk_size: int = 1024  # users per similarity block (memory ~ chunk_size x n_users x 4 bytes)
 
 
 class UserKNN(HistoryRecommender):

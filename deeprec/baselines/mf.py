@@ -24,7 +24,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 class ALSConfig:
     name: str = "mf"
     factors: int = 64
-    regularization: float = 0.01  # reg in the loss above
+    regularization: float = 10.0  # reg in the loss above (tuned on ml-latest-small valid)
     alpha: float = 1.0  # confidence c_ui = 1 + alpha r_ui
     iterations: int = 15  # each one solves all users, then all items
     binary: bool = False  # r_ui = 1 for every interaction instead of the rating
