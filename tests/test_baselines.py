@@ -213,7 +213,8 @@ def dense_loss(r: np.ndarray, x: np.ndarray, y: np.ndarray, alpha: float, reg: f
 def test_als_loss_decreases_and_user_factors_solve_their_normal_equations(rng):
     ratings = random_ratings(rng, 40, 30, 0.2)
     alpha, reg = 2.0, 0.1
-    model = ALS(40, 30, factors=6, iterations=6, alpha=alpha, regularization=reg, dtype="float64", batch_size=7).fit(
+    model = ALS(40, 30, factors=6, iterations=6, alpha=alpha, regularization=reg, dtype="float64", batch_size=7,
+                max_chunk_entries=20, track_loss=True).fit(
         make_data(ratings)
     )
     loss = np.array(model.loss_history)

@@ -2,8 +2,9 @@
 
 Loss: sum_{u,i} c_ui (p_ui - x_u . y_i)^2 + reg (|X|^2 + |Y|^2), p_ui = 1[r_ui > 0], c_ui = 1 + alpha r_ui.
 Each half-step solves every user's (or item's) k x k normal equations at once as a batched
-torch.linalg.solve on [B, k, k] matrices built with the Y'Y + Y'(C_u - I)Y trick from sparse
-products; the only Python loops run over iterations and over chunks of rows.
+torch.linalg.solve on [B, k, k] matrices built with the Y'Y + Y'(C_u - I)Y trick: Y'Y once, and
+Y'(C_u - I)Y from each row's gathered items as one batched product; the only Python loops run
+over iterations and over chunks of rows.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from deeprec.baselines.history import HistoryRecommender, resolve_device, sparse_tensor
-from deeprec.errors import ConfigError
+from deeprec.baselines.history import HistoryRecommender, resolve_device
+from deeprec.errors import ConfigError, DataError
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -30,48 +31,64 @@ class ALSConfig:
     binary: bool = False  # r_ui = 1 for every interaction instead of the rating
     init_scale: float = 0.01  # item factors start as N(0, init_scale^2)
     seed: int = 0
-    batch_size: int = 2048  # rows per batched solve, and fixed-side rows per k^2 block (memory ~ batch_size x k^2)
+    batch_size: int = 4096  # rows per batched solve (memory ~ batch_size x k^2)
+    max_chunk_entries: int = 262144  # rows x padded row length per gathered block (memory ~ this x k x 2)
+    track_loss: bool = False  # record the full loss after every half-step in loss_history (costs O(nnz k))
     dtype: str = "float32"  # float32 | float64
     fit_device: str = "cpu"  # cpu | cuda | auto
 
 
-def normal_equations(
-    weights: sp.csr_matrix, fixed: torch.Tensor, alpha: float, regularization: float, block_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(A [B, k, k], b [B, k]) of the rows of `weights` (CSR [B, M] of r > 0) against `fixed` [M, k].
+def length_sorted_chunks(counts: np.ndarray, max_rows: int, max_entries: int) -> list[np.ndarray]:
+    """Row indices sorted by their number of entries, cut into chunks of at most `max_rows` rows whose
+    padded size (rows x the chunk's longest row) stays within `max_entries` (a long row gets its own)."""
+    order = np.argsort(counts, kind="stable")
+    sorted_counts = counts[order]
+    chunks, start = [], 0
+    while start < len(order):
+        # rows start..end-1 fit when (end - start) * sorted_counts[end - 1] <= max_entries (monotone in end)
+        limit = min(start + max_rows, len(order))
+        fits = (np.arange(start + 1, limit + 1) - start) * np.maximum(sorted_counts[start:limit], 1) <= max_entries
+        end = start + max(int(np.argmin(fits)) if not fits.all() else len(fits), 1)
+        chunks.append(order[start:end])
+        start = end
+    return chunks
 
-    A_u = Y'Y + sum_{i in N(u)} alpha r_ui y_i y_i' + reg I, b_u = sum_{i in N(u)} (1 + alpha r_ui) y_i.
-    The sum over N(u) is the sparse product (alpha R)[B, block] @ (y_i y_i')[block, k^2] over blocks
-    of the fixed side, so memory stays at block_size x k^2.
+
+def normal_equations(
+    weights: sp.csr_matrix, rows: np.ndarray, fixed: torch.Tensor, alpha: float, regularization: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A [B, k, k], b [B, k]) of `rows` of `weights` (CSR [N, M], r > 0) against `fixed` [M, k].
+
+    A_u = Y'Y + sum_{i in N(u)} alpha r_ui y_i y_i' + reg I, b_u = sum_{i in N(u)} (1 + alpha r_ui) y_i:
+    each row's items are gathered into a zero-padded [B, L, k] block, so the sum over N(u) is one
+    batched matrix product (rows of similar length share a chunk, so padding stays small).
     """
     device, dtype = fixed.device, fixed.dtype
     k = fixed.shape[1]
-    a = (fixed.T @ fixed + regularization * torch.eye(k, device=device, dtype=dtype)).expand(weights.shape[0], k, k)
-    a = a.reshape(weights.shape[0], k * k).clone()
-    weights_csc = weights.tocsc()
-    for start in range(0, fixed.shape[0], block_size):
-        stop = min(start + block_size, fixed.shape[0])
-        block = weights_csc[:, start:stop]
-        if block.nnz == 0:
-            continue
-        y = fixed[start:stop]
-        outer = (y.unsqueeze(2) * y.unsqueeze(1)).reshape(stop - start, k * k)
-        a += alpha * torch.sparse.mm(sparse_tensor(block, device, dtype), outer)
-    ratings = sparse_tensor(weights, device, dtype)
-    confidence = torch.sparse_coo_tensor(ratings.indices(), 1.0 + alpha * ratings.values(), ratings.shape, check_invariants=False)
-    b = torch.sparse.mm(confidence, fixed)
-    return a.reshape(-1, k, k), b
+    counts = np.diff(weights.indptr)[rows]
+    width = max(int(counts.max(initial=0)), 1)
+    offsets = np.arange(width)
+    present = offsets[None, :] < counts[:, None]
+    positions = np.where(present, weights.indptr[rows][:, None] + offsets[None, :], 0)
+    items = torch.from_numpy(weights.indices[positions].astype(np.int64)).to(device)
+    ratings = np.where(present, weights.data[positions], 0.0)
+    ratings = torch.from_numpy(ratings).to(device, dtype)
+    present = torch.from_numpy(present).to(device, dtype)
+    gathered = fixed[items]  # [B, L, k]
+    a = torch.bmm((gathered * (alpha * ratings).unsqueeze(2)).transpose(1, 2), gathered)
+    a += fixed.T @ fixed + regularization * torch.eye(k, device=device, dtype=dtype)
+    b = torch.bmm(((1.0 + alpha * ratings) * present).unsqueeze(1), gathered).squeeze(1)
+    return a, b
 
 
 def solve_side(
-    weights: sp.csr_matrix, fixed: torch.Tensor, alpha: float, regularization: float, batch_size: int
+    weights: sp.csr_matrix, fixed: torch.Tensor, alpha: float, regularization: float, batch_size: int, max_entries: int
 ) -> torch.Tensor:
     """factors [N, k]: the exact minimiser of the loss for every row of `weights` [N, M] given `fixed` [M, k]."""
     out = torch.empty(weights.shape[0], fixed.shape[1], device=fixed.device, dtype=fixed.dtype)
-    for start in range(0, weights.shape[0], batch_size):
-        stop = min(start + batch_size, weights.shape[0])
-        a, b = normal_equations(weights[start:stop], fixed, alpha, regularization, batch_size)
-        out[start:stop] = torch.linalg.solve(a, b.unsqueeze(2)).squeeze(2)
+    for rows in length_sorted_chunks(np.diff(weights.indptr), batch_size, max_entries):
+        a, b = normal_equations(weights, rows, fixed, alpha, regularization)
+        out[torch.from_numpy(rows).to(fixed.device)] = torch.linalg.solve(a, b.unsqueeze(2)).squeeze(2)
     return out
 
 
@@ -102,40 +119,51 @@ class ALS(HistoryRecommender):
         self.hp = ALSConfig(**config)
         if self.hp.dtype not in DTYPES:
             raise ConfigError(f"model.dtype={self.hp.dtype!r} is not valid; choose one of {list(DTYPES)}")
-        if self.hp.factors < 1 or self.hp.batch_size < 1:
-            raise ConfigError("model.factors and model.batch_size must be positive integers")
+        for key in ("factors", "batch_size", "max_chunk_entries"):
+            if getattr(self.hp, key) < 1:
+                raise ConfigError(f"model.{key}={getattr(self.hp, key)} is not valid; it must be a positive integer")
         dtype = DTYPES[self.hp.dtype]
         self.user_factors = torch.zeros(n_users, self.hp.factors, dtype=dtype)
         self.item_factors = torch.zeros(n_items, self.hp.factors, dtype=dtype)
         self.loss_history: list[float] = []
 
     def fit(self, data, trainer=None) -> "ALS":
-        """Alternate exact user and item solves; loss_history holds the loss after every half-step."""
+        """Alternate exact user and item solves; with track_loss, loss_history holds the loss after every half-step."""
         self.n_users, self.n_items = data.n_users, data.n_items
         self.device = resolve_device(self.hp.fit_device)
         dtype = DTYPES[self.hp.dtype]
         weights = self.history_matrix(data, "train")
+        if weights.nnz and weights.data.min() < 0:
+            raise DataError(f"model=mf needs non-negative ratings (confidence 1 + alpha r); found {weights.data.min()}")
         weights_t = weights.T.tocsr()
         generator = torch.Generator().manual_seed(self.hp.seed)
-        items = (torch.randn(self.n_items, self.hp.factors, generator=generator, dtype=dtype) * self.hp.init_scale).to(self.device)
+        items = torch.randn(self.n_items, self.hp.factors, generator=generator, dtype=dtype) * self.hp.init_scale
+        items = items.to(self.device)
         users = torch.zeros(self.n_users, self.hp.factors, dtype=dtype, device=self.device)
-        hp = self.hp
-        self.loss_history = [implicit_loss(weights, users, items, hp.alpha, hp.regularization)]
-        for _ in range(hp.iterations):
-            users = solve_side(weights, items, hp.alpha, hp.regularization, hp.batch_size)
-            self.loss_history.append(implicit_loss(weights, users, items, hp.alpha, hp.regularization))
-            items = solve_side(weights_t, users, hp.alpha, hp.regularization, hp.batch_size)
-            self.loss_history.append(implicit_loss(weights, users, items, hp.alpha, hp.regularization))
+        self.loss_history = []
+        self._track_loss(weights, users, items)
+        for _ in range(self.hp.iterations):
+            users = self.solve(weights, items)
+            self._track_loss(weights, users, items)
+            items = self.solve(weights_t, users)
+            self._track_loss(weights, users, items)
         self.item_factors = items
         self.history = weights
-        self.user_factors = solve_side(weights, items, hp.alpha, hp.regularization, hp.batch_size)
+        self.user_factors = self.solve(weights, items)
         return self
+
+    def solve(self, weights: sp.csr_matrix, fixed: torch.Tensor) -> torch.Tensor:
+        """One half-step: the exact factors of every row of `weights` given the other side `fixed`."""
+        hp = self.hp
+        return solve_side(weights, fixed, hp.alpha, hp.regularization, hp.batch_size, hp.max_chunk_entries)
+
+    def _track_loss(self, weights: sp.csr_matrix, users: torch.Tensor, items: torch.Tensor) -> None:
+        if self.hp.track_loss:
+            self.loss_history.append(implicit_loss(weights, users, items, self.hp.alpha, self.hp.regularization))
 
     def history_changed(self) -> None:
         """Fold-in: every user's exact factor for the new history, item factors fixed (one user half-step)."""
-        self.user_factors = solve_side(
-            self.history, self.item_factors, self.hp.alpha, self.hp.regularization, self.hp.batch_size
-        )
+        self.user_factors = self.solve(self.history, self.item_factors)
 
     def score(self, users: torch.Tensor) -> torch.Tensor:
         return (self.user_factors[users.to(self.device)] @ self.item_factors.T).float()
