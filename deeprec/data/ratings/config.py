@@ -1,0 +1,69 @@
+"""RatingsConfig: every choice of SPEC section 1 (ratings inferred from logs) as a typed value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from deeprec.errors import ConfigError
+
+DEFAULT_URL_PATTERN = r"^/?(?P<course>[^/?#]+/[^/?#]+)/(?P<lesson>[^/?#]+)"
+THRESHOLDS = ("per_user", "global")
+PENALTIES = ("quadratic", "linear", "log", "sqrt", "step")
+TIMESTAMP_UNITS = ("auto", "s", "ms")
+ENGINES = ("pandas",)
+
+
+@dataclass
+class RatingsConfig:
+    """SPEC 1.1-1.9 defaults; `n_partitions`/`batch_rows` only shape the out-of-core path."""
+
+    url_pattern: str = DEFAULT_URL_PATTERN
+    view_events: list[str] = field(default_factory=lambda: ["pageview", "page_view", "PageView"])
+    timestamp_unit: str = "auto"  # auto: a number above 1e11 is milliseconds, else seconds
+    session_gap_minutes: float = 30.0
+    min_lesson_seconds: float = 0.0
+    min_sessions: int = 1
+    max_courses: int | None = 50
+    min_courses: int = 3
+    threshold: str = "per_user"
+    penalty: str = "sqrt"
+    train_share: float = 0.7
+    catalogue: str | None = None  # optional table course_id, n_lessons (CSV or Parquet)
+    engine: str = "pandas"  # chosen by measurement, see scripts/bench_ratings.py
+    n_partitions: int = 0  # out-of-core: user-hash partitions; 0 = one per ~batch_rows*4 input rows
+    batch_rows: int = 2_000_000  # out-of-core: rows read at a time
+    memory_budget_mb: int = 3000  # inputs estimated above this go out-of-core in deeprec-ratings
+
+    def check(self) -> "RatingsConfig":
+        """Raise ConfigError naming the key when a value is outside its valid set."""
+        import re
+
+        choices = {
+            "threshold": THRESHOLDS,
+            "penalty": PENALTIES,
+            "timestamp_unit": TIMESTAMP_UNITS,
+            "engine": ENGINES,
+        }
+        for key, valid in choices.items():
+            if getattr(self, key) not in valid:
+                raise ConfigError(f"ratings.{key}={getattr(self, key)!r} is not valid; choose one of {list(valid)}")
+        try:
+            groups = re.compile(self.url_pattern).groupindex
+        except re.error as exc:
+            raise ConfigError(f"ratings.url_pattern={self.url_pattern!r} is not a valid regex ({exc})") from None
+        if not {"course", "lesson"} <= set(groups):
+            raise ConfigError(
+                f"ratings.url_pattern={self.url_pattern!r} needs the named groups (?P<course>...) and (?P<lesson>...)"
+            )
+        positive = {"session_gap_minutes": self.session_gap_minutes, "batch_rows": self.batch_rows}
+        for key, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"ratings.{key}={value} must be > 0")
+        if not 0 < self.train_share < 1:
+            raise ConfigError(f"ratings.train_share={self.train_share} must be between 0 and 1 (exclusive)")
+        for key in ("min_lesson_seconds", "min_sessions", "min_courses", "n_partitions"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"ratings.{key}={getattr(self, key)} must be >= 0")
+        if self.max_courses is not None and self.max_courses < 1:
+            raise ConfigError(f"ratings.max_courses={self.max_courses} must be >= 1 or null (no limit)")
+        return self
