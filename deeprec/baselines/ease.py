@@ -12,11 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from deeprec.baselines.history import HistoryRecommender, resolve_device
+from deeprec.baselines.history import HistoryRecommender, resolve_device, resolve_dtype
 from deeprec.errors import ConfigError
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
 
 @dataclass
 class EASEConfig:
@@ -50,13 +47,12 @@ class EASE(HistoryRecommender):
     def __init__(self, n_users: int = 0, n_items: int = 0, **config) -> None:
         super().__init__(n_users, n_items, **config)
         self.hp = EASEConfig(**config)
-        if self.hp.dtype not in DTYPES:
-            raise ConfigError(f"model.dtype={self.hp.dtype!r} is not valid; choose one of {list(DTYPES)}")
+        self.dtype = resolve_dtype(self.hp.dtype)
         self.weights = torch.zeros(n_items, n_items)
 
     def dense_gb(self, n_items: int) -> float:
         """Memory of the fit: the Gram matrix, its Cholesky factor and the inverse, I x I each."""
-        return 3 * n_items**2 * torch.finfo(DTYPES[self.hp.dtype]).bits / 8 / 1e9
+        return 3 * n_items**2 * torch.finfo(self.dtype).bits / 8 / 1e9
 
     def fit(self, data, trainer=None) -> "EASE":
         need = self.dense_gb(data.n_items)
@@ -76,7 +72,7 @@ class EASE(HistoryRecommender):
         intermediate of the product never holds more than I x chunk_size entries."""
         x = self.history.astype(np.float64 if self.hp.dtype == "float64" else np.float32)
         xt, x_columns = x.T.tocsr(), x.tocsc()
-        gram = torch.empty(self.n_items, self.n_items, dtype=DTYPES[self.hp.dtype], device=self.device)
+        gram = torch.empty(self.n_items, self.n_items, dtype=self.dtype, device=self.device)
         for start in range(0, self.n_items, self.hp.chunk_size):
             stop = min(start + self.hp.chunk_size, self.n_items)
             gram[:, start:stop] = torch.from_numpy((xt @ x_columns[:, start:stop]).toarray())

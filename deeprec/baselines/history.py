@@ -28,6 +28,16 @@ def resolve_device(name: str, key: str = "fit_device") -> torch.device:
     return torch.device(name)
 
 
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_dtype(name: str, key: str = "dtype") -> torch.dtype:
+    """float32 | float64 as a torch dtype; anything else is a ConfigError."""
+    if name not in DTYPES:
+        raise ConfigError(f"model.{key}={name!r} is not valid; choose one of {list(DTYPES)}")
+    return DTYPES[name]
+
+
 def sparse_tensor(matrix: sp.spmatrix, device, dtype=torch.float32) -> torch.Tensor:
     """A scipy matrix as a coalesced torch sparse COO tensor on `device` (torch.sparse.mm runs on CPU and CUDA)."""
     coo = sp.coo_matrix(matrix)

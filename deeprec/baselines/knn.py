@@ -66,6 +66,27 @@ def check_choice(value: str, valid: tuple[str, ...], key: str) -> None:
         raise ConfigError(f"model.{key}={value!r} is not valid; choose one of {list(valid)}")
 
 
+def divide_where_positive(scores: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """scores / weight where weight > 0, else 0 (weight broadcasts against scores [B, I])."""
+    return torch.where(weight > 0, scores / weight.clamp(min=1e-12), 0.0)
+
+
+class NeighbourhoodRecommender(HistoryRecommender):
+    """State shared by the kNN models: the pruned similarity (CSR) and the history; `_tensors()`
+    rebuilds the device tensors that score() uses from them."""
+
+    def _tensors(self) -> None:
+        raise NotImplementedError
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {**csr_to_tensors(self.similarity, "similarity"), **self.history_state()}
+
+    def load_state_tensors(self, state: dict[str, torch.Tensor]) -> None:
+        self.similarity = tensors_to_csr(state, "similarity")
+        self.load_history_state(state)
+        self._tensors()
+
+
 @dataclass
 class ItemKNNConfig:
     name: str = "itemknn"
@@ -78,7 +99,7 @@ class ItemKNNConfig:
     chunk_size: int = 1024  # items per similarity block (memory ~ chunk_size x n_items x 4 bytes)
 
 
-class ItemKNN(HistoryRecommender):
+class ItemKNN(NeighbourhoodRecommender):
     """score(u, j) = sum_{i in history(u)} sim(i, j) r_ui / |history(u)| (SPEC 1.11), sim pruned to top-k.
 
     With prune=source, row i of the pruned similarity holds item i's k nearest neighbours j (the
@@ -95,7 +116,7 @@ class ItemKNN(HistoryRecommender):
         check_choice(self.hp.normalization, ("count", "similarity", "none"), "normalization")
         check_choice(self.hp.prune, ("source", "target"), "prune")
         self.similarity = sp.csr_matrix((n_items, n_items), dtype=np.float32)
-        self._similarity_tensors()
+        self._tensors()
 
     def fit(self, data, trainer=None) -> "ItemKNN":
         self.n_users, self.n_items = data.n_users, data.n_items
@@ -104,10 +125,10 @@ class ItemKNN(HistoryRecommender):
             self.history.T.tocsr(), self.hp.neighbours, self.hp.min_similarity, self.hp.shrink, self.hp.chunk_size
         )
         self.similarity = sim if self.hp.prune == "source" else sim.T.tocsr()
-        self._similarity_tensors()
+        self._tensors()
         return self
 
-    def _similarity_tensors(self) -> None:
+    def _tensors(self) -> None:
         self._sim = sparse_tensor(self.similarity, self.device)
         self._abs_sim = sparse_tensor(abs(self.similarity), self.device)
 
@@ -118,16 +139,8 @@ class ItemKNN(HistoryRecommender):
             scores = scores / (rows != 0).sum(1, keepdim=True).clamp(min=1)
         elif self.hp.normalization == "similarity":
             weight = sparse_times_dense_rows(self._abs_sim, (rows != 0).float())
-            scores = torch.where(weight > 0, scores / weight.clamp(min=1e-12), 0.0)
+            scores = divide_where_positive(scores, weight)
         return scores
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {**csr_to_tensors(self.similarity, "similarity"), **self.history_state()}
-
-    def load_state_tensors(self, state: dict[str, torch.Tensor]) -> None:
-        self.similarity = tensors_to_csr(state, "similarity")
-        self.load_history_state(state)
-        self._similarity_tensors()
 
 
 @dataclass
@@ -141,7 +154,7 @@ class UserKNNConfig:
     chunk_size: int = 1024  # users per similarity block (memory ~ chunk_size x n_users x 4 bytes)
 
 
-class UserKNN(HistoryRecommender):
+class UserKNN(NeighbourhoodRecommender):
     """score(u, j) = sum_{v in N(u)} sim(u, v) r_vj / sum_{v in N(u)} |sim(u, v)|, N(u) = u's k nearest users.
 
     The denominator runs over all of u's neighbours (not only those who rated j), so an item that
@@ -180,13 +193,5 @@ class UserKNN(HistoryRecommender):
         scores = sparse_product(neighbour_rows, self._items)
         if self.hp.normalization == "similarity":
             weight = self._weight[users.to(self.device)].unsqueeze(1)
-            scores = torch.where(weight > 0, scores / weight.clamp(min=1e-12), 0.0)
+            scores = divide_where_positive(scores, weight)
         return scores
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {**csr_to_tensors(self.similarity, "similarity"), **self.history_state()}
-
-    def load_state_tensors(self, state: dict[str, torch.Tensor]) -> None:
-        self.similarity = tensors_to_csr(state, "similarity")
-        self.load_history_state(state)
-        self._tensors()

@@ -15,11 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from deeprec.baselines.history import HistoryRecommender, resolve_device
+from deeprec.baselines.history import HistoryRecommender, resolve_device, resolve_dtype
 from deeprec.errors import ConfigError, DataError
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
 
 @dataclass
 class ALSConfig:
@@ -117,12 +114,11 @@ class ALS(HistoryRecommender):
     def __init__(self, n_users: int = 0, n_items: int = 0, **config) -> None:
         super().__init__(n_users, n_items, **config)
         self.hp = ALSConfig(**config)
-        if self.hp.dtype not in DTYPES:
-            raise ConfigError(f"model.dtype={self.hp.dtype!r} is not valid; choose one of {list(DTYPES)}")
+        self.dtype = resolve_dtype(self.hp.dtype)
         for key in ("factors", "batch_size", "max_chunk_entries"):
             if getattr(self.hp, key) < 1:
                 raise ConfigError(f"model.{key}={getattr(self.hp, key)} is not valid; it must be a positive integer")
-        dtype = DTYPES[self.hp.dtype]
+        dtype = self.dtype
         self.user_factors = torch.zeros(n_users, self.hp.factors, dtype=dtype)
         self.item_factors = torch.zeros(n_items, self.hp.factors, dtype=dtype)
         self.loss_history: list[float] = []
@@ -131,7 +127,7 @@ class ALS(HistoryRecommender):
         """Alternate exact user and item solves; with track_loss, loss_history holds the loss after every half-step."""
         self.n_users, self.n_items = data.n_users, data.n_items
         self.device = resolve_device(self.hp.fit_device)
-        dtype = DTYPES[self.hp.dtype]
+        dtype = self.dtype
         weights = self.history_matrix(data, "train")
         if weights.nnz and weights.data.min() < 0:
             raise DataError(f"model=mf needs non-negative ratings (confidence 1 + alpha r); found {weights.data.min()}")
