@@ -97,11 +97,10 @@ def read_events(path: str | Path, cfg=None) -> pd.DataFrame:
     Raises DataError naming the file for a missing column, an unparseable line or no rows at all.
     """
     frames = [frame for _, frame in iter_event_batches(path, batch_rows=1 << 62)]
-    frames = [f for f in frames if len(f)] or frames
-    events = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    if len(events) == 0:
+    frames = [f for f in frames if len(f)]
+    if not frames:
         raise DataError(f"{path}: no rows (a header but no events)")
-    return events
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
 def read_catalogue(path: str | Path) -> pd.Series:

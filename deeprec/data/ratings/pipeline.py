@@ -29,7 +29,7 @@ class RatingsResult:
 
     ratings: user_id, course_id, rating, pct_viewed, lessons_viewed, first_seen (epoch s), split.
     lesson_durations: user_id, course_id, lesson_id, seconds, views, first_seen, first_row.
-    rejects: the rejected input rows (original columns) + reason, in input order.
+    rejects: the rejected input rows (original columns) + reason, indexed by input row (0-based).
     """
 
     ratings: pd.DataFrame
@@ -58,7 +58,7 @@ def _finish(parts: list[EventAggregates], rejects: pd.DataFrame, rows_in: int, c
         catalogue = read_catalogue(cfg.catalogue)
         lessons_in = catalogue.combine_first(lessons_in.astype(np.float64))
     ratings, filtered = ratings_from_durations(durations, sessions, cfg, lessons_in)
-    rejects = rejects.sort_index(kind="stable").reset_index(drop=True)
+    rejects = rejects.sort_index(kind="stable")  # index = the input row (0-based)
     counts = rejects["reason"].value_counts()
     summary = {
         "source": source,
