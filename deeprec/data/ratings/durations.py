@@ -43,9 +43,8 @@ def session_starts(user: np.ndarray, ts_us: np.ndarray, gap_minutes: float) -> n
 
 
 def aggregate_events(ev: ValidatedEvents, cfg: RatingsConfig) -> EventAggregates:
-    """Sort by (user, time, input row), cut sessions, and time each lesson view until the next event."""
-    order = np.lexsort((ev.row, ev.ts_us, ev.user))
-    user, ts, lesson, row = ev.user[order], ev.ts_us[order], ev.lesson[order], ev.row[order]
+    """Cut sessions and time each lesson view until the next event (events sorted by user, time, row)."""
+    user, ts, lesson, row = ev.user, ev.ts_us, ev.lesson, ev.row
     starts = session_starts(user, ts, cfg.session_gap_minutes)
     sessions = np.bincount(user[starts], minlength=len(ev.user_ids))
     # d(e) = ts(next event) - ts(e) when the next event is in the same session, else imputed later

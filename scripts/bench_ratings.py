@@ -1,0 +1,237 @@
+"""The cost curve of deeprec-ratings (events/s, peak RSS) and the engine comparison behind its design.
+
+1. Cost curve: `deeprec-ratings` as a subprocess on generated CSV logs of --sizes events (default
+   1M, 10M in memory; 50M through the out-of-core path), peak RSS of the child (ru_maxrss).
+2. Engines at --engine-size events (default 1M): the heavy core of SPEC 1.1-1.4 (read the CSV,
+   lessons from URLs, sort by user and time, sessions, time to the next event, sum per user,
+   course and lesson) in deeprec's pandas/numpy code, in Polars and in DuckDB; the ratio is
+   against deeprec in the same run, and the per-lesson sums are checked to agree.
+
+Logs come from deeprec.data.synthetic.write_events when it exists, else from the small
+generator below (users with sessions of page views over courses/lessons, non-lesson pages,
+non-view events, epoch-second timestamps).
+
+    python scripts/bench_ratings.py [--sizes 1000000 10000000 50000000] [--engine-size 1000000]
+Writes bench_results/bench_ratings.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "bench_results"
+
+
+def fallback_events(n_events: int, seed: int):
+    """A log of n_events rows: ~20 events per session, 40 courses x 12 lessons, 10% other pages."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    n_users = max(n_events // 200, 10)
+    user = np.sort(rng.integers(0, n_users, n_events))
+    step = rng.exponential(90.0, n_events).astype(np.int64) + 1
+    new_session = rng.random(n_events) < 0.05
+    step[new_session] += rng.integers(1800, 86400 * 7, int(new_session.sum()))
+    clock = np.cumsum(step)
+    first_of_user = np.searchsorted(user, user)  # each user's clock starts at its own offset
+    offset = 1_600_000_000 + rng.integers(0, 86400 * 365, n_users)
+    ts = offset[user] + clock - clock[first_of_user]
+    course = (rng.integers(0, 40, n_users)[user] + rng.integers(0, 6, n_events)) % 40  # ~6 courses a user
+    lesson = rng.integers(0, 12, n_events)
+    urls = np.array([f"/en/course{c}/lesson{l}" for c in range(40) for l in range(12)] + ["/home", "/search?q=x"])
+    pick = course * 12 + lesson
+    other = rng.random(n_events) < 0.1
+    pick[other] = 480 + rng.integers(0, 2, int(other.sum()))
+    event = np.array(["pageview", "click"])[(rng.random(n_events) < 0.15).astype(int)]
+    order = rng.permutation(n_events)  # logs arrive unsorted
+    return pd.DataFrame({
+        "user_id": (user[order] + 10_000).astype(str),
+        "timestamp": ts[order],
+        "url": urls[pick[order]],
+        "event": event[order],
+    })
+
+
+def write_log(path: Path, n_events: int, seed: int, chunk: int = 5_000_000) -> str:
+    """A CSV log of n_events rows; returns the generator's name."""
+    try:
+        from deeprec.data.synthetic import write_events
+
+        write_events(path, n_events, seed)
+        return "deeprec.data.synthetic.write_events"
+    except ImportError:
+        pass
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    with open(path, "wb") as fh:
+        writer = None
+        for k, start in enumerate(range(0, n_events, chunk)):
+            frame = fallback_events(min(chunk, n_events - start), seed + k)
+            frame["user_id"] = frame["user_id"] + f"-{k}"  # chunks are different users
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if writer is None:
+                writer = pacsv.CSVWriter(fh, table.schema)
+            writer.write_table(table)
+        writer.close()
+    return "fallback generator in scripts/bench_ratings.py"
+
+
+def run_cli(log: Path, out: Path, out_of_core: bool) -> dict:
+    """deeprec-ratings in a child process: wall seconds and the child's peak RSS."""
+    code = "from deeprec.cli.ratings import main; main()"
+    args = [sys.executable, "-c", code, f"input={log}", f"output={out}", f"out_of_core={str(out_of_core).lower()}"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    proc = subprocess.run(args, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if proc.returncode:
+        raise RuntimeError(proc.stderr)
+    summary = json.loads((out / "summary.json").read_text())
+    return {"wall_s": wall, "peak_rss_mb": peak / 1024, "rss_is_max_so_far": peak == before, "summary": summary}
+
+
+# -- engine comparison: the heavy core of SPEC 1.1-1.4 in three engines ----------------------------
+PATTERN = r"^/?(?P<course>[^/?#]+/[^/?#]+)/(?P<lesson>[^/?#]+)"
+
+
+def core_deeprec(log: Path):
+    from deeprec.data.ratings import RatingsConfig, aggregate_events, read_events, validate_events
+
+    cfg = RatingsConfig()
+    views = aggregate_events(validate_events(read_events(log), cfg, str(log)), cfg).views
+    return views.groupby(["course_id", "lesson_id"])["observed_us"].sum().div(1e6).sort_index()
+
+
+def core_polars(log: Path):
+    import polars as pl
+
+    gap = 30 * 60
+    frame = (
+        pl.scan_csv(log, schema_overrides={"user_id": pl.String, "timestamp": pl.Int64, "url": pl.String, "event": pl.String})
+        .with_row_index("row")
+        .with_columns(pl.col("url").str.extract_groups(PATTERN).alias("m"))
+        .with_columns(pl.col("m").struct.field("course").alias("course"), pl.col("m").struct.field("lesson").alias("lesson"))
+        .unique(subset=["user_id", "timestamp", "url", "event"], keep="first", maintain_order=True)
+        .sort(["user_id", "timestamp", "row"])
+        .with_columns(
+            nxt=pl.col("timestamp").shift(-1).over("user_id"),
+        )
+        .with_columns(d=pl.when((pl.col("nxt") - pl.col("timestamp")) <= gap).then(pl.col("nxt") - pl.col("timestamp")))
+        .filter(pl.col("lesson").is_not_null() & pl.col("event").is_in(["pageview", "page_view", "PageView"]))
+        .group_by(["user_id", "course", "lesson"])
+        .agg(pl.col("d").sum(), pl.col("d").count().alias("n_obs"), pl.len().alias("views"))
+        .group_by(["course", "lesson"])
+        .agg(pl.col("d").sum())
+        .collect()
+    )
+    return frame.to_pandas().set_index(["course", "lesson"])["d"].sort_index().astype(float)
+
+
+def core_duckdb(log: Path):
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET threads TO 2")
+    sql = f"""
+    WITH raw AS (
+      SELECT row_number() OVER () AS row, CAST(user_id AS VARCHAR) AS user_id, CAST(timestamp AS BIGINT) AS ts, url, event,
+             regexp_extract(url, '^/?([^/?#]+/[^/?#]+)/([^/?#]+)', 1) AS course,
+             regexp_extract(url, '^/?([^/?#]+/[^/?#]+)/([^/?#]+)', 2) AS lesson
+      FROM read_csv('{log}', header=true, columns={{'user_id':'VARCHAR','timestamp':'BIGINT','url':'VARCHAR','event':'VARCHAR'}})),
+    dedup AS (SELECT * FROM raw QUALIFY row_number() OVER (PARTITION BY user_id, ts, url, event ORDER BY row) = 1),
+    timed AS (SELECT *, lead(ts) OVER (PARTITION BY user_id ORDER BY ts, row) AS nxt FROM dedup),
+    views AS (SELECT course, lesson, CASE WHEN nxt - ts <= 1800 THEN nxt - ts END AS d FROM timed
+              WHERE course <> '' AND event IN ('pageview', 'page_view', 'PageView'))
+    SELECT course, lesson, sum(d) AS d FROM views GROUP BY course, lesson
+    """
+    frame = con.execute(sql).df()
+    return frame.set_index(["course", "lesson"])["d"].sort_index().astype(float)
+
+
+def run_engine(name: str, log: Path) -> dict:
+    """One engine in a child process (its own peak RSS)."""
+    code = (
+        "import sys, time, json, resource; sys.path.insert(0, %r); import bench_ratings as b; from pathlib import Path;"
+        "t = time.perf_counter(); s = getattr(b, 'core_' + %r)(Path(%r)); w = time.perf_counter() - t;"
+        "print(json.dumps({'wall_s': w, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,"
+        " 'total_s': float(s.sum()), 'lessons': int(len(s))}))"
+    ) % (str(Path(__file__).parent), name, str(log))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode:
+        return {"error": proc.stderr.strip().splitlines()[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000, 50_000_000])
+    parser.add_argument("--out-of-core-from", type=int, default=20_000_000, help="sizes >= this run out-of-core")
+    parser.add_argument("--engine-size", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", default=None)
+    args = parser.parse_args()
+    OUT.mkdir(exist_ok=True)
+    results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared)",
+               "curve": [], "engines": []}
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        tmp = Path(tmp)
+        elog = tmp / f"engine-{args.engine_size}.csv"
+        results["generator"] = write_log(elog, args.engine_size, args.seed)
+        base = None
+        for engine in ("deeprec", "polars", "duckdb"):
+            row = {"engine": engine, "events": args.engine_size, **run_engine(engine, elog)}
+            if engine == "deeprec":
+                base = row
+            if "wall_s" in row and base and "wall_s" in base:
+                row["time_vs_deeprec"] = row["wall_s"] / base["wall_s"]
+                row["same_total"] = abs(row["total_s"] - base["total_s"]) < 1e-6 * max(1.0, base["total_s"])
+            results["engines"].append(row)
+            print(row, flush=True)
+        elog.unlink()
+        for n in args.sizes:
+            log = tmp / f"log-{n}.csv"
+            t0 = time.perf_counter()
+            write_log(log, n, args.seed)
+            gen = time.perf_counter() - t0
+            ooc = n >= args.out_of_core_from
+            run = run_cli(log, tmp / f"out-{n}", ooc)
+            s = run.pop("summary")
+            row = {"events": n, "mode": "out-of-core" if ooc else "in-memory", "csv_mb": log.stat().st_size / 2**20,
+                   "generate_s": gen, **run, "events_per_s": n / run["wall_s"], "ratings": s["ratings"],
+                   "users": s["users"], "rejected": sum(s["rows_rejected"].values())}
+            results["curve"].append(row)
+            print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+            log.unlink()
+    (OUT / "bench_ratings.json").write_text(json.dumps(results, indent=2))
+    lines = [f"Machine: {results['machine']}. Logs: {results['generator']}.", "",
+             "| events | mode | CSV MB | wall s | events/s | peak RSS MB | ratings |", "|---|---|---|---|---|---|---|"]
+    for r in results["curve"]:
+        lines.append(f"| {r['events']:,} | {r['mode']} | {r['csv_mb']:.0f} | {r['wall_s']:.1f} | {r['events_per_s']:,.0f} | "
+                     f"{r['peak_rss_mb']:.0f}{' (max so far)' if r['rss_is_max_so_far'] else ''} | {r['ratings']:,} |")
+    lines += ["", "| engine (SPEC 1.1-1.4 core) | events | wall s | x deeprec | peak RSS MB | same sums |", "|---|---|---|---|---|---|"]
+    for r in results["engines"]:
+        if "error" in r:
+            lines.append(f"| {r['engine']} | {r['events']:,} | error: {r['error']} | | | |")
+        else:
+            lines.append(f"| {r['engine']} | {r['events']:,} | {r['wall_s']:.2f} | {r.get('time_vs_deeprec', 1):.2f} | "
+                         f"{r['peak_rss_mb']:.0f} | {r.get('same_total', True)} |")
+    (OUT / "bench_ratings.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
