@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -89,19 +88,31 @@ def write_log(path: Path, n_events: int, seed: int, chunk: int = 5_000_000) -> s
     return "fallback generator in scripts/bench_ratings.py"
 
 
+# the child's own high-water mark (VmHWM is per process image; ru_maxrss would carry the parent's)
+PEAK = (
+    "import atexit, sys\n"
+    "def _peak():\n"
+    "    kb = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
+    "    print('PEAK_KB', kb, file=sys.stderr)\n"
+    "atexit.register(_peak)\n"
+)
+
+
+def peak_mb(stderr: str) -> float:
+    return [int(line.split()[1]) for line in stderr.splitlines() if line.startswith("PEAK_KB")][-1] / 1024
+
+
 def run_cli(log: Path, out: Path, out_of_core: bool) -> dict:
     """deeprec-ratings in a child process: wall seconds and the child's peak RSS."""
-    code = "from deeprec.cli.ratings import main; main()"
+    code = PEAK + "from deeprec.cli.ratings import main; main()"
     args = [sys.executable, "-c", code, f"input={log}", f"output={out}", f"out_of_core={str(out_of_core).lower()}"]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
     proc = subprocess.run(args, capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if proc.returncode:
         raise RuntimeError(proc.stderr)
     summary = json.loads((out / "summary.json").read_text())
-    return {"wall_s": wall, "peak_rss_mb": peak / 1024, "rss_is_max_so_far": peak == before, "summary": summary}
+    return {"wall_s": wall, "peak_rss_mb": peak_mb(proc.stderr), "summary": summary}
 
 
 # -- engine comparison: the heavy core of SPEC 1.1-1.4 in three engines ----------------------------
@@ -164,16 +175,15 @@ def core_duckdb(log: Path):
 
 def run_engine(name: str, log: Path) -> dict:
     """One engine in a child process (its own peak RSS)."""
-    code = (
-        "import sys, time, json, resource; sys.path.insert(0, %r); import bench_ratings as b; from pathlib import Path;"
-        "t = time.perf_counter(); s = getattr(b, 'core_' + %r)(Path(%r)); w = time.perf_counter() - t;"
-        "print(json.dumps({'wall_s': w, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,"
-        " 'total_s': float(s.sum()), 'lessons': int(len(s))}))"
+    code = PEAK + (
+        "import time, json; sys.path.insert(0, %r); import bench_ratings as b; from pathlib import Path\n"
+        "t = time.perf_counter(); s = getattr(b, 'core_' + %r)(Path(%r)); w = time.perf_counter() - t\n"
+        "print(json.dumps({'wall_s': w, 'total_s': float(s.sum()), 'lessons': int(len(s))}))"
     ) % (str(Path(__file__).parent), name, str(log))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if proc.returncode:
         return {"error": proc.stderr.strip().splitlines()[-1]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "peak_rss_mb": peak_mb(proc.stderr)}
 
 
 def main() -> None:
@@ -221,7 +231,7 @@ def main() -> None:
              "| events | mode | CSV MB | wall s | events/s | peak RSS MB | ratings |", "|---|---|---|---|---|---|---|"]
     for r in results["curve"]:
         lines.append(f"| {r['events']:,} | {r['mode']} | {r['csv_mb']:.0f} | {r['wall_s']:.1f} | {r['events_per_s']:,.0f} | "
-                     f"{r['peak_rss_mb']:.0f}{' (max so far)' if r['rss_is_max_so_far'] else ''} | {r['ratings']:,} |")
+                     f"{r['peak_rss_mb']:.0f} | {r['ratings']:,} |")
     lines += ["", "| engine (SPEC 1.1-1.4 core) | events | wall s | x deeprec | peak RSS MB | same sums |", "|---|---|---|---|---|---|"]
     for r in results["engines"]:
         if "error" in r:
