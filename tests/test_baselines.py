@@ -274,6 +274,7 @@ def test_checkpoint_round_trip_gives_identical_scores(rng, tmp_path, cls, kwargs
     assert meta["model"] == cls.name
     users = torch.arange(30)
     assert torch.equal(model.score(users), loaded.score(users))
+    assert torch.equal(model.score(users), loaded.to("cpu").score(users))  # the path a GPU move takes
 
 
 @pytest.mark.parametrize("cls", [ItemKNN, UserKNN, ALS, EASE])
