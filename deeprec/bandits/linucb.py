@@ -93,6 +93,13 @@ def apply_exclusions(scores: torch.Tensor, excluded) -> torch.Tensor:
     return scores.masked_fill_(excluded.bool(), -torch.inf)
 
 
+def stable_argsort(keys: torch.Tensor) -> torch.Tensor:
+    """Stable argsort of integer keys [N]; NumPy's radix sort on CPU (~40x faster than torch's there)."""
+    if keys.device.type == "cpu":
+        return torch.from_numpy(np.argsort(keys.numpy(), kind="stable"))
+    return torch.argsort(keys, stable=True)
+
+
 class BatchedLinUCB:
     """Disjoint LinUCB for n_users users sharing arm features X [n_arms, d]; state A, b, A⁻¹: [U, d, d] / [U, d].
 
@@ -196,23 +203,42 @@ class BatchedLinUCB:
             raise ConfigError(f"LinUCB user index out of range 0..{self.n_users - 1}")
         return users, contexts, rewards
 
-    def _accumulate(self, users: torch.Tensor, contexts: torch.Tensor, rewards: torch.Tensor) -> None:
-        """A[u] += Σ x xᵀ and b[u] += Σ r x for every row, by index_add in row chunks (repeats add up)."""
+    def _accumulate(self, users: torch.Tensor, contexts: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
+        """A[u] += D_uᵀD_u and b[u] += D_uᵀr_u for every user in the rows; returns the touched users.
+
+        Rows are grouped by user and zero-padded to a power-of-two count, so each group's Gram
+        matrices are one batched matmul [n, d, L] @ [n, L, d] (zero rows add nothing); the loop runs
+        over the log2(max count) groups, not over users.
+        """
         d = self.dim
-        rows_idx, cols_idx = packed_upper_indices(d, self.device)
-        touched, slot = torch.unique(users, return_inverse=True)
-        packed = torch.zeros(len(touched), rows_idx.numel(), dtype=self.dtype, device=self.device)
-        step = max(1, self.chunk_elements // rows_idx.numel())
-        for s in range(0, len(users), step):
-            x = contexts[s : s + step]
-            packed.index_add_(0, slot[s : s + step], x[:, rows_idx] * x[:, cols_idx])
-        self.b.index_add_(0, users, rewards.unsqueeze(1) * contexts)
-        for s in range(0, len(touched), step):
-            block = packed[s : s + step]
-            full = torch.zeros(len(block), d, d, dtype=self.dtype, device=self.device)
-            full[:, rows_idx, cols_idx] = block
-            full[:, cols_idx, rows_idx] = block
-            self.A[touched[s : s + step]] += full
+        order = stable_argsort(users)
+        sorted_users = users[order]
+        counts = torch.bincount(users, minlength=self.n_users)
+        starts = torch.cumsum(counts, 0) - counts
+        position = torch.arange(len(users), device=self.device) - starts[sorted_users]
+        bucket = torch.ceil(torch.log2(counts.clamp(min=1).double())).long()  # padded length 2**bucket
+        touched = torch.nonzero(counts).squeeze(1)
+        levels = torch.nonzero(torch.bincount(bucket[touched])).squeeze(1).tolist()
+        slot = torch.empty(self.n_users, dtype=torch.int64, device=self.device)
+        for level in levels:
+            members = touched[bucket[touched] == level]
+            slot[members] = torch.arange(len(members), device=self.device)
+        row_bucket, row_slot = bucket[sorted_users], slot[sorted_users]
+        sorted_contexts = torch.cat([contexts, rewards.unsqueeze(1)], 1)[order]
+        for level in levels:
+            members = touched[bucket[touched] == level]
+            rows = row_bucket == level
+            length = 1 << level
+            step = max(1, self.chunk_elements // (length * (d + 1)))
+            for s in range(0, len(members), step):  # chunks of users bound the padded block's memory
+                block_users = members[s : s + step]
+                in_block = rows if len(members) <= step else rows & (row_slot >= s) & (row_slot < s + step)
+                padded = torch.zeros(len(block_users), length, d + 1, dtype=self.dtype, device=self.device)
+                padded[row_slot[in_block] - s, position[in_block]] = sorted_contexts[in_block]
+                gram = padded.transpose(1, 2) @ padded  # [n, d+1, d+1]: DᵀD and Dᵀr in one product
+                self.A.index_add_(0, block_users, gram[:, :d, :d])
+                self.b.index_add_(0, block_users, gram[:, :d, d])
+        return touched
 
     def fit(self, users, contexts, rewards) -> "BatchedLinUCB":
         """From the prior: A = λI + DᵀD, b = Dᵀr per user for rows (users [N], contexts [N, d], rewards [N])."""
@@ -233,7 +259,7 @@ class BatchedLinUCB:
         if len(users) == 0:
             return self
         self._accumulate(users, contexts, rewards)
-        order = torch.argsort(users, stable=True)
+        order = stable_argsort(users)
         sorted_users = users[order]
         counts = torch.bincount(sorted_users, minlength=self.n_users)
         starts = torch.cumsum(counts, 0) - counts
