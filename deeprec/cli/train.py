@@ -113,6 +113,7 @@ def run_training(cfg: DictConfig, data=None) -> TrainResult:
     import pytorch_lightning as pl
     import torch
     from pytorch_lightning.loggers import TensorBoardLogger
+    from pytorch_lightning.utilities import rank_zero_only
 
     from deeprec.evaluation.evaluator import evaluate_recommender
 
@@ -122,6 +123,10 @@ def run_training(cfg: DictConfig, data=None) -> TrainResult:
         data = load_data(cfg.data)
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
     model = fit_model(cfg, data, run_dir, logger)
+    if rank_zero_only.rank != 0:
+        # DDP worker processes end after fit: rank 0 alone evaluates and writes the run's files
+        # (two ranks writing id_maps/ through the same temporary name made one of them crash).
+        return TrainResult({}, {}, model, data, np.zeros(0, np.int64), torch.zeros(0, 0, dtype=torch.int64))
     if cfg.trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
         model.to("cuda")
     if hasattr(model, "eval"):
