@@ -115,7 +115,7 @@ def rss_high_water_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def worker_deeprec(size: str, device: str, folder: str) -> dict:
+def worker_deeprec(size: str, device: str, folder: str, chunk_elements: int) -> dict:
     import torch
 
     from deeprec.bandits import BatchedLinUCB
@@ -123,7 +123,7 @@ def worker_deeprec(size: str, device: str, folder: str) -> dict:
     users, contexts, rewards, arms = make_problem(size)
     n_users, _, dim, _ = SIZES[size]
     base = peak_memory_mb(device)
-    model = BatchedLinUCB(n_users, dim, alpha=1.0, lam=1.0, device=device)
+    model = BatchedLinUCB(n_users, dim, alpha=1.0, lam=1.0, device=device, chunk_elements=chunk_elements)
     u, x, r = (torch.from_numpy(v).to(device) for v in (users, contexts, rewards))
     arm_x = torch.from_numpy(arms).to(device)
     model.fit(u[:1000], x[:1000], r[:1000])  # warm-up (allocator, kernels)
@@ -184,9 +184,10 @@ def run_library(name: str, size: str, folder: str, python: str, timeout: int) ->
     return out
 
 
-def run_worker(kind: str, size: str, device: str, folder: str, timeout: int) -> dict:
+def run_worker(kind: str, size: str, device: str, folder: str, timeout: int, chunk_elements: int) -> dict:
     """One measurement in a fresh interpreter (clean peak memory)."""
-    cmd = [sys.executable, __file__, "--worker", kind, "--sizes", size, "--device", device, "--folder", folder]
+    cmd = [sys.executable, __file__, "--worker", kind, "--sizes", size, "--device", device, "--folder", folder,
+           "--chunk-elements", str(chunk_elements)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -203,11 +204,15 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=900, help="seconds per measurement")
     parser.add_argument("--libs-python", default="/tmp/benchenv/bin/python")
     parser.add_argument("--out", default=str(REPO / "bench_results"))
+    parser.add_argument("--chunk-elements", type=int, default=None,
+                        help="user x arm scores per chunk (default 2**24 on CPU, 2**28 on CUDA)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.chunk_elements is None:
+        args.chunk_elements = 1 << (28 if args.device.startswith("cuda") else 24)
     if args.worker:
-        result = worker_deeprec(args.sizes, args.device, args.folder) if args.worker == "deeprec" \
+        result = worker_deeprec(args.sizes, args.device, args.folder, args.chunk_elements) if args.worker == "deeprec" \
             else worker_numpy_loop(args.sizes, args.folder)
         print(json.dumps(result))
         return
@@ -221,10 +226,10 @@ def main() -> None:
     for size in args.sizes.split(","):
         n_users, n_arms, dim, per_user = SIZES[size]
         with tempfile.TemporaryDirectory() as folder:
-            res = {"deeprec": run_worker("deeprec", size, args.device, folder, args.timeout)}
+            res = {"deeprec": run_worker("deeprec", size, args.device, folder, args.timeout, args.chunk_elements)}
             small = list(SIZES).index(size) <= list(SIZES).index(LOOPS_UP_TO)
             if small:
-                res["numpy loop"] = run_worker("numpy", size, "cpu", folder, args.timeout)
+                res["numpy loop"] = run_worker("numpy", size, "cpu", folder, args.timeout, args.chunk_elements)
                 for lib in ("mabwiser", "contextualbandits"):
                     res[lib] = run_library(lib, size, folder, args.libs_python, args.timeout) if libs \
                         else {"error": f"{args.libs_python} not found"}
@@ -255,7 +260,7 @@ def main() -> None:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
     sizes_note = ", ".join(f"{k}: {u} users x {a} arms, d={d}, {p} obs/user" for k, (u, a, d, p) in SIZES.items())
     md = (f"# BatchedLinUCB benchmark ({args.device})\n\nfloat32 GEMM bound: {bound / 1e9:.1f} GFLOP/s; torch threads "
-          f"{torch.get_num_threads()}; sizes: {sizes_note}. 'vs deeprec' = other time / deeprec time. The loop and "
+          f"{torch.get_num_threads()}; chunk {args.chunk_elements} scores; sizes: {sizes_note}. 'vs deeprec' = other time / deeprec time. The loop and "
           f"the libraries are skipped at the largest size.\n\n" + "\n".join(lines) + "\n")
     print(md)
     out = Path(args.out)
