@@ -12,7 +12,7 @@ generator below (users with sessions of page views over courses/lessons, non-les
 non-view events, epoch-second timestamps).
 
     python scripts/bench_ratings.py [--sizes 1000000 10000000 50000000] [--engine-size 1000000]
-Writes bench_results/bench_ratings.{json,md}.
+Writes bench_results/bench_ratings{--tag}.{json,md}; --engine-size 0 skips the engine comparison.
 """
 
 from __future__ import annotations
@@ -193,6 +193,7 @@ def main() -> None:
     parser.add_argument("--engine-size", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--tag", default="", help="suffix of the result files (bench_ratings<tag>.json/md)")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
     results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared)",
@@ -200,9 +201,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         tmp = Path(tmp)
         elog = tmp / f"engine-{args.engine_size}.csv"
-        results["generator"] = write_log(elog, args.engine_size, args.seed)
+        results["generator"] = write_log(elog, max(args.engine_size, 1), args.seed)
         base = None
-        for engine in ("deeprec", "polars", "duckdb"):
+        for engine in ("deeprec", "polars", "duckdb") if args.engine_size else ():  # --engine-size 0 skips
             row = {"engine": engine, "events": args.engine_size, **run_engine(engine, elog)}
             if engine == "deeprec":
                 base = row
@@ -226,7 +227,7 @@ def main() -> None:
             results["curve"].append(row)
             print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
             log.unlink()
-    (OUT / "bench_ratings.json").write_text(json.dumps(results, indent=2))
+    (OUT / f"bench_ratings{args.tag}.json").write_text(json.dumps(results, indent=2))
     lines = [f"Machine: {results['machine']}. Logs: {results['generator']}.", "",
              "| events | mode | CSV MB | wall s | events/s | peak RSS MB | ratings |", "|---|---|---|---|---|---|---|"]
     for r in results["curve"]:
@@ -239,7 +240,7 @@ def main() -> None:
         else:
             lines.append(f"| {r['engine']} | {r['events']:,} | {r['wall_s']:.2f} | {r.get('time_vs_deeprec', 1):.2f} | "
                          f"{r['peak_rss_mb']:.0f} | {r.get('same_total', True)} |")
-    (OUT / "bench_ratings.md").write_text("\n".join(lines) + "\n")
+    (OUT / f"bench_ratings{args.tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -16,7 +16,6 @@ import pandas as pd
 from deeprec.data.ratings.config import RatingsConfig
 from deeprec.data.ratings.events import ValidatedEvents
 
-KEYS = ["user_id", "course_id", "lesson_id"]
 
 
 @dataclass
@@ -75,11 +74,14 @@ def aggregate_events(ev: ValidatedEvents, cfg: RatingsConfig) -> EventAggregates
     )
     u = grouped.index.get_level_values(0).to_numpy()
     les = grouped.index.get_level_values(1).to_numpy()
+    # course and lesson as categoricals (few distinct values): a compact frame for large logs
+    course = pd.Categorical(ev.lesson_course.astype(str))
+    name = pd.Categorical(ev.lesson_name.astype(str))
     views = pd.DataFrame(
         {
-            "user_id": ev.user_ids[u],
-            "course_id": ev.lesson_course[les],
-            "lesson_id": ev.lesson_name[les],
+            "user_id": pd.array(ev.user_ids[u], dtype="str"),
+            "course_id": pd.Categorical.from_codes(course.codes[les], course.categories),
+            "lesson_id": pd.Categorical.from_codes(name.codes[les], name.categories),
             **{c: grouped[c].to_numpy() for c in grouped.columns},
         }
     )
@@ -100,7 +102,7 @@ def lesson_durations(views: pd.DataFrame) -> pd.DataFrame:
     seconds, views, first_seen (epoch s of the first view), first_row (its input row), in the
     input order of the first views.
     """
-    per_lesson = views.groupby(["course_id", "lesson_id"], sort=False)[["observed_us", "n_observed"]].transform("sum")
+    per_lesson = views.groupby(["course_id", "lesson_id"], sort=False, observed=True)[["observed_us", "n_observed"]].transform("sum")
     total_us, total_n = int(views["observed_us"].sum()), int(views["n_observed"].sum())
     fallback_us = total_us / total_n if total_n else 0.0
     lesson_n = per_lesson["n_observed"].to_numpy()
@@ -109,14 +111,30 @@ def lesson_durations(views: pd.DataFrame) -> pd.DataFrame:
     seconds = (views["observed_us"].to_numpy() + n_imputed * mean_us) / 1e6
     out = pd.DataFrame(
         {
-            "user_id": views["user_id"].to_numpy(),
-            "course_id": views["course_id"].to_numpy(),
-            "lesson_id": views["lesson_id"].to_numpy(),
+            "user_id": views["user_id"].array,
+            "course_id": views["course_id"].array,
+            "lesson_id": views["lesson_id"].array,
             "seconds": seconds,
             "views": (views["n_observed"].to_numpy() + n_imputed).astype(np.int64),
             "first_seen": views["first_ts_us"].to_numpy() / 1e6,
             "first_row": views["first_row"].to_numpy(),
         }
     )
+    del per_lesson, views
     # input order of each lesson's first view: unique, and the same however the log was partitioned
-    return out.sort_values("first_row", kind="stable", ignore_index=True)
+    return out.take(np.argsort(out["first_row"].to_numpy(), kind="stable")).reset_index(drop=True)
+
+
+def concat_views(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The views of all parts as one frame, categoricals merged (plain concat would make them object)."""
+    if len(parts) == 1:
+        return parts[0]
+    from pandas.api.types import union_categoricals
+
+    columns = {}
+    for col in parts[0].columns:
+        if isinstance(parts[0][col].dtype, pd.CategoricalDtype):
+            columns[col] = union_categoricals([p[col] for p in parts])
+        else:
+            columns[col] = pd.concat([p[col] for p in parts], ignore_index=True).array
+    return pd.DataFrame(columns)

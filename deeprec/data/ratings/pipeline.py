@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from deeprec.data.ratings.config import RatingsConfig
-from deeprec.data.ratings.durations import EventAggregates, aggregate_events, lesson_durations
+from deeprec.data.ratings.durations import EventAggregates, aggregate_events, concat_views, lesson_durations
 from deeprec.data.ratings.events import REJECT_REASONS, validate_events
 from deeprec.data.ratings.io import iter_event_batches, read_catalogue
 from deeprec.data.ratings.rating import observed_lessons_in, ratings_from_durations
@@ -50,14 +50,18 @@ class RatingsResult:
 
 def _finish(parts: list[EventAggregates], rejects: pd.DataFrame, rows_in: int, cfg: RatingsConfig, source: str) -> RatingsResult:
     """Combine the parts: impute durations over all users, then rate (SPEC 1.4-1.10)."""
-    views = pd.concat([p.views for p in parts], ignore_index=True) if len(parts) > 1 else parts[0].views
-    durations = lesson_durations(views)
+    durations = lesson_durations(concat_views([p.views for p in parts]))
+    for p in parts:
+        p.views = None  # free each part's partial sums
     sessions = pd.concat([p.sessions for p in parts]) if len(parts) > 1 else parts[0].sessions
     lessons_in = observed_lessons_in(durations)
     if cfg.catalogue:
         catalogue = read_catalogue(cfg.catalogue)
         lessons_in = catalogue.combine_first(lessons_in.astype(np.float64))
     ratings, filtered = ratings_from_durations(durations, sessions, cfg, lessons_in)
+    # ids as plain (Arrow-backed) strings in the results, whatever the partitioning
+    durations = durations.astype({"course_id": "str", "lesson_id": "str"})
+    ratings = ratings.astype({"course_id": "str"})
     rejects = rejects.sort_index(kind="stable")  # index = the input row (0-based)
     counts = rejects["reason"].value_counts()
     summary = {

@@ -32,7 +32,9 @@ def penalty_rating(x: np.ndarray, penalty: str) -> np.ndarray:
 def observed_lessons_in(lesson_durations: pd.DataFrame) -> pd.Series:
     """lessons_in(c): distinct lessons of each course seen anywhere in the accepted log."""
     pairs = lesson_durations[["course_id", "lesson_id"]].drop_duplicates()
-    return pairs.groupby("course_id").size().rename("n_lessons")
+    counts = pairs.groupby("course_id", observed=True).size().rename("n_lessons")
+    counts.index = counts.index.astype(str)
+    return counts
 
 
 def course_shares(lesson_durations: pd.DataFrame, lessons_in: pd.Series, min_lesson_seconds: float) -> pd.DataFrame:
@@ -40,13 +42,15 @@ def course_shares(lesson_durations: pd.DataFrame, lessons_in: pd.Series, min_les
 
     first_seen/first_row are those of the earliest view of a counted lesson (ties: input order).
     """
-    counted = lesson_durations[lesson_durations["seconds"].to_numpy() >= min_lesson_seconds]
-    counted = counted.sort_values(["first_seen", "first_row"], kind="stable")
-    pairs = counted.groupby(["user_id", "course_id"], sort=False).agg(
+    counted = np.flatnonzero(lesson_durations["seconds"].to_numpy() >= min_lesson_seconds)
+    first = lesson_durations[["first_seen", "first_row"]].to_numpy()[counted]
+    counted = counted[np.lexsort((first[:, 1], first[:, 0]))]
+    counted = lesson_durations[["user_id", "course_id", "lesson_id", "first_seen", "first_row"]].take(counted)
+    pairs = counted.groupby(["user_id", "course_id"], sort=False, observed=True).agg(
         lessons_viewed=("lesson_id", "size"), first_seen=("first_seen", "first"), first_row=("first_row", "first")
     )
     pairs = pairs.reset_index()
-    n_lessons = pairs["course_id"].map(lessons_in).to_numpy(np.float64)
+    n_lessons = pairs["course_id"].astype(str).map(lessons_in).to_numpy(np.float64)
     pairs["pct_viewed"] = pairs["lessons_viewed"].to_numpy() / n_lessons
     return pairs
 
