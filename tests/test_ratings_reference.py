@@ -116,3 +116,9 @@ def test_out_of_core_equals_in_memory(tmp_path, fmt):
     assert streamed.summary == in_memory.summary
     assert len(in_memory.ratings) > 50 and len(in_memory.rejects) >= 40
     assert list(tmp_path.iterdir()) == [folder]  # the scratch partitions are gone
+
+
+def test_library_equals_reference_on_the_synthetic_generator():
+    synthetic = pytest.importorskip("deeprec.data.synthetic")
+    events = synthetic.generate_events(20_000, seed=3)
+    compare(events, RatingsConfig(min_courses=2))
