@@ -1,0 +1,292 @@
+"""Mult-DAE and Mult-VAE (Liang et al. 2018): an autoencoder over each user's interaction vector.
+
+The encoder maps a user's L2-normalised, input-dropped history row to a latent vector (the user
+embedding; the VAE's mean); the decoder maps it back to logits over all items, trained with the
+multinomial log-likelihood (+ beta * KL for the VAE, beta annealed linearly up to `anneal_cap`).
+Histories are CSR buffers of the module (indptr / indices / values), so score() and checkpoints
+are self-contained; `observe(data, splits)` swaps in the history the evaluator asks for.
+The user embeddings and the decoder's item vectors are exported (Parquet + TensorBoard projector)
+as features for other models (e.g. LinUCB, "neural-linear").
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from deeprec.errors import ConfigError, DataError
+from deeprec.models.base import LightningRecommender
+from deeprec.models.layers import EpochShuffledRows, positions_loader
+
+VARIANTS = ("dae", "vae")
+HISTORY = ("history_indptr", "history_indices", "history_values")
+
+
+@dataclass
+class AutoencoderConfig:
+    name: str = "autoencoder"
+    variant: str = "vae"  # dae (Mult-DAE) | vae (Mult-VAE)
+    hidden_dims: list[int] = field(default_factory=lambda: [256])  # encoder widths (decoder mirrors)
+    latent_dim: int = 64
+    dropout: float = 0.5  # dropout on the (normalised) input row: the denoising corruption
+    lr: float = 0.001
+    weight_decay: float = 0.0
+    batch_size: int = 128  # users per batch
+    anneal_cap: float = 0.2  # VAE: the largest KL weight beta
+    total_anneal_steps: int = 2000  # VAE: beta = min(anneal_cap, step / total_anneal_steps); 0: cap at once
+    use_ratings: bool = False  # input row holds ratings instead of 1s
+    embedding_batch_size: int = 1024  # users per chunk in user_embeddings()
+    export_embeddings: bool = True  # write embeddings/ and the TensorBoard projector at the end of fit
+    num_workers: int = 0
+
+
+def dense_rows(users: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, n_items: int) -> torch.Tensor:
+    """[B, n_items] float rows of a CSR matrix (indptr [U+1], indices/values [nnz]) for users [B]."""
+    starts = indptr[users]
+    counts = indptr[users + 1] - starts
+    row = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
+    offset = torch.arange(int(counts.sum()), device=users.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    position = torch.repeat_interleave(starts, counts) + offset
+    dense = torch.zeros(len(users), n_items, device=values.device, dtype=values.dtype)
+    dense[row, indices[position]] = values[position]
+    return dense
+
+
+def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
+    """Parquet to a temporary name in the same folder, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def embedding_frame(ids, key: str, vectors: torch.Tensor) -> pd.DataFrame:
+    """A frame `key` (the user's own id, as string) + e0 .. e{d-1} float32."""
+    values = vectors.detach().float().cpu().numpy()
+    frame = pd.DataFrame(values, columns=[f"e{k}" for k in range(values.shape[1])])
+    frame.insert(0, key, [str(i) for i in ids])
+    return frame
+
+
+class AutoencoderRecommender(EpochShuffledRows, LightningRecommender):
+    """score(users [B]) -> [B, I] decoder logits of the users' stored history rows."""
+
+    name = "autoencoder"
+    config_class = AutoencoderConfig
+
+    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, **hp) -> None:
+        super().__init__(n_users, n_items, seed, **hp)
+        cfg = AutoencoderConfig(**{"name": self.name, **hp})
+        if cfg.variant not in VARIANTS:
+            raise ConfigError(f"model.variant={cfg.variant!r} is not valid; choose one of {', '.join(VARIANTS)}")
+        for key in ("latent_dim", "batch_size", "embedding_batch_size"):
+            if getattr(cfg, key) < 1:
+                raise ConfigError(f"model.{key}={getattr(cfg, key)} must be at least 1")
+        if any(width < 1 for width in cfg.hidden_dims):
+            raise ConfigError(f"model.hidden_dims={cfg.hidden_dims} must hold positive widths")
+        if not 0.0 <= cfg.dropout < 1.0:
+            raise ConfigError(f"model.dropout={cfg.dropout} must be within [0, 1)")
+        if cfg.anneal_cap < 0 or cfg.total_anneal_steps < 0:
+            raise ConfigError("model.anneal_cap and model.total_anneal_steps must not be negative")
+        self.cfg = cfg
+        widths = [n_items, *cfg.hidden_dims]
+        latent_out = 2 * cfg.latent_dim if cfg.variant == "vae" else cfg.latent_dim
+        self.encoder = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, [*widths[1:], latent_out]))
+        back = [cfg.latent_dim, *reversed(cfg.hidden_dims), n_items]
+        self.decoder = nn.ModuleList(nn.Linear(a, b) for a, b in zip(back[:-1], back[1:]))
+        for layer in [*self.encoder, *self.decoder]:  # the paper's Xavier weights, N(0, 0.001) biases
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.normal_(layer.bias, std=0.001)
+        self.input_dropout = nn.Dropout(cfg.dropout)
+        self.register_buffer("history_indptr", torch.zeros(n_users + 1, dtype=torch.int64))
+        self.register_buffer("history_indices", torch.zeros(0, dtype=torch.int64))
+        self.register_buffer("history_values", torch.zeros(0))
+        self._observed_splits: tuple[str, ...] | None = None
+        self._train_history: tuple[torch.Tensor, ...] | None = None
+
+    # -- histories ------------------------------------------------------------------------------
+    def history_tensors(self, data, splits) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(indptr [U+1], indices [nnz], values [nnz]) of the users' rows in `splits`."""
+        matrix = data.matrix(splits, binary=not self.cfg.use_ratings)
+        matrix.sort_indices()
+        return (
+            torch.from_numpy(matrix.indptr.astype(np.int64)),
+            torch.from_numpy(matrix.indices.astype(np.int64)),
+            torch.from_numpy(matrix.data.astype(np.float32)),
+        )
+
+    def set_history(self, indptr, indices, values) -> None:
+        """Replace the history buffers (their nnz may change) on the module's device."""
+        device = self.history_indptr.device
+        self.history_indptr = indptr.to(device)
+        self.history_indices = indices.to(device)
+        self.history_values = values.to(device)
+
+    def observe(self, data, splits) -> None:
+        """Score from the rows of `splits` (the evaluator's known history: train, or train + valid)."""
+        splits = (splits,) if isinstance(splits, str) else tuple(splits)
+        if splits != self._observed_splits:
+            self.set_history(*self.history_tensors(data, splits))
+            self._observed_splits = splits
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The history buffers' length depends on the data: take the incoming one's shape first.
+        for name in HISTORY:
+            key = prefix + name
+            if key in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[key], device=getattr(self, name).device))
+        self._observed_splits = None
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # -- data -------------------------------------------------------------------------------
+    def prepare(self, data) -> None:
+        """Keep the train rows (training inputs) and make them the scoring history."""
+        if (data.n_users, data.n_items) != (self.n_users, self.n_items):
+            raise DataError(f"model built for {self.n_users} users x {self.n_items} items, data has {data.n_users} x {data.n_items}")
+        self._train_history = self.history_tensors(data, ("train",))
+        self._observed_splits = None
+        self.observe(data, ("train",))
+
+    def train_dataloader_for(self, data) -> DataLoader:
+        """Positions into the users with at least one train row, read in a per-epoch order."""
+        counts = self._train_history[0].diff()
+        users = torch.nonzero(counts > 0).squeeze(1)
+        if len(users) == 0:
+            raise DataError(f"{data.name}: the train split is empty; autoencoder needs train interactions")
+        self.training_rows = (users,)
+        return positions_loader(len(users), self.cfg.batch_size, self.cfg.num_workers)
+
+    # -- network ----------------------------------------------------------------------------
+    def encode(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(mean [B, latent], log-variance [B, latent] or None for the DAE) of history rows [B, I]."""
+        hidden = self.input_dropout(F.normalize(rows, dim=1))
+        for k, layer in enumerate(self.encoder):
+            hidden = layer(hidden)
+            if k < len(self.encoder) - 1:
+                hidden = torch.tanh(hidden)
+        if self.cfg.variant == "dae":
+            return torch.tanh(hidden), None  # Mult-DAE: tanh on the code layer too
+        mean, log_var = hidden.split(self.cfg.latent_dim, dim=1)
+        return mean, log_var
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Item logits [B, I] of latent vectors [B, latent]."""
+        hidden = latent
+        for k, layer in enumerate(self.decoder):
+            hidden = layer(hidden)
+            if k < len(self.decoder) - 1:
+                hidden = torch.tanh(hidden)
+        return hidden
+
+    def forward(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(logits [B, I], mean, log-variance) of history rows [B, I]; the VAE samples in training."""
+        mean, log_var = self.encode(rows)
+        latent = mean
+        if log_var is not None and self.training:
+            latent = mean + torch.randn_like(mean) * torch.exp(0.5 * log_var)
+        return self.decode(latent), mean, log_var
+
+    def history_rows(self, users: torch.Tensor) -> torch.Tensor:
+        """The stored history rows [B, I] of users [B]."""
+        return dense_rows(users, self.history_indptr, self.history_indices, self.history_values, self.n_items)
+
+    @torch.no_grad()
+    def score(self, users: torch.Tensor) -> torch.Tensor:
+        users = users.to(self.history_indptr.device)
+        mean, _ = self.encode(self.history_rows(users))
+        return self.decode(mean)
+
+    # -- training ---------------------------------------------------------------------------
+    def kl_weight(self) -> float:
+        """beta at the current optimiser step: linear warm-up to anneal_cap."""
+        if self.cfg.total_anneal_steps == 0:
+            return self.cfg.anneal_cap
+        return min(self.cfg.anneal_cap, self.global_step / self.cfg.total_anneal_steps)
+
+    def training_step(self, batch, batch_idx):
+        (users,) = self.rows_of(batch)
+        if self._train_history[0].device != users.device:
+            self._train_history = tuple(t.to(users.device) for t in self._train_history)
+        rows = dense_rows(users, *self._train_history, self.n_items)
+        logits, mean, log_var = self(rows)
+        nll = -(F.log_softmax(logits.float(), dim=1) * rows).sum(1).mean()
+        loss = nll
+        if log_var is not None:
+            kl = 0.5 * (log_var.exp() + mean.pow(2) - 1.0 - log_var).sum(1).mean()
+            beta = self.kl_weight()
+            loss = nll + beta * kl
+            self.log("train/kl", kl, on_step=False, on_epoch=True, batch_size=len(users))
+            self.log("train/beta", beta, on_step=False, on_epoch=True, batch_size=len(users))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(users))
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
+    # -- embeddings -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def user_embeddings(self, users: torch.Tensor | None = None) -> torch.Tensor:
+        """[U, latent] encoder means of the stored histories (all users, or `users` [U]), no dropout."""
+        if users is None:
+            users = torch.arange(self.n_users)
+        users = users.to(self.history_indptr.device)
+        was_training = self.training
+        self.eval()
+        chunks = [
+            self.encode(self.history_rows(users[start : start + self.cfg.embedding_batch_size]))[0]
+            for start in range(0, len(users), self.cfg.embedding_batch_size)
+        ]
+        self.train(was_training)
+        return torch.cat(chunks) if chunks else torch.zeros(0, self.cfg.latent_dim)
+
+    @torch.no_grad()
+    def item_embeddings(self) -> torch.Tensor:
+        """[I, d] the decoder's output weights (d = the last decoder width: hidden_dims[0] or latent_dim)."""
+        return self.decoder[-1].weight.detach().clone()
+
+    def export_embeddings(self, run_dir: str | Path, user_ids=None, item_ids=None, log_dir: str | Path | None = None) -> Path:
+        """Write run_dir/embeddings/{users,items}.parquet (id + e0..) atomically and, in `log_dir`
+        (default run_dir/tensorboard), TensorBoard projector files with the ids as metadata."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        meta = self._ckpt_meta or {}
+        user_ids = user_ids if user_ids is not None else meta.get("user_ids", range(self.n_users))
+        item_ids = item_ids if item_ids is not None else meta.get("item_ids", range(self.n_items))
+        out = Path(run_dir) / "embeddings"
+        users, items = self.user_embeddings().cpu(), self.item_embeddings().cpu()
+        write_parquet_atomic(embedding_frame(user_ids, "user_id", users), out / "users.parquet")
+        write_parquet_atomic(embedding_frame(item_ids, "item_id", items), out / "items.parquet")
+        writer = SummaryWriter(log_dir=str(log_dir or Path(run_dir) / "tensorboard"))
+        writer.add_embedding(users, metadata=[str(u) for u in user_ids], tag="user_embeddings")
+        writer.add_embedding(items, metadata=[str(i) for i in item_ids], tag="item_embeddings")
+        writer.close()
+        return out
+
+    def on_fit_end(self) -> None:
+        """Export the embeddings of the best checkpoint (else of the last weights) into the run."""
+        from deeprec.checkpoint import load_recommender
+
+        trainer = self.trainer
+        logger = trainer.logger
+        if not self.cfg.export_embeddings or logger is None or getattr(logger, "log_dir", None) is None:
+            return
+        if not trainer.is_global_zero:
+            return
+        model = self
+        callback = trainer.checkpoint_callback
+        best = getattr(callback, "best_model_path", "") if callback is not None else ""
+        if best and Path(best).is_file():
+            model, _ = load_recommender(best)
+            model._ckpt_meta = self._ckpt_meta
+        model.export_embeddings(trainer.default_root_dir, log_dir=logger.log_dir)

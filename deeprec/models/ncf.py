@@ -1,0 +1,261 @@
+"""Neural collaborative filtering (He et al. 2017): GMF, MLP and NeuMF on implicit feedback.
+
+Each train interaction is a positive; `num_negatives` items per positive are drawn uniformly
+among the items the user has NOT interacted with in train (exact rejection, vectorised), so the
+loss sees true negatives only. Pointwise BCE or pairwise BPR; ratings can weight the positives.
+NeuMF can start from separately trained GMF and MLP towers (`pretrain`, the paper's recipe).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from deeprec.errors import ConfigError, DataError
+from deeprec.models.base import LightningRecommender
+from deeprec.models.layers import EpochShuffledRows, positions_loader
+
+VARIANTS = ("gmf", "mlp", "neumf")
+LOSSES = ("bce", "bpr")
+
+
+@dataclass
+class NCFConfig:
+    name: str = "ncf"
+    variant: str = "neumf"  # gmf | mlp | neumf
+    gmf_dim: int = 32  # GMF user/item embedding size
+    mlp_dim: int = 32  # MLP user/item embedding size (the MLP reads their concatenation)
+    mlp_layers: list[int] = field(default_factory=lambda: [64, 32, 16])  # hidden widths, ReLU
+    dropout: float = 0.0  # on every MLP hidden layer
+    lr: float = 0.001
+    weight_decay: float = 0.0
+    batch_size: int = 1024  # positives per batch (each with num_negatives negatives)
+    loss: str = "bce"  # bce (pointwise) | bpr (pairwise, each positive vs each of its negatives)
+    num_negatives: int = 4
+    rating_weights: bool = False  # weight each positive's loss by rating / mean train rating
+    pretrain: bool = False  # neumf only: initialise from a GMF and an MLP trained pretrain_epochs each
+    pretrain_epochs: int = 5
+    pretrain_alpha: float = 0.5  # NeuMF output = alpha * GMF output layer ++ (1 - alpha) * MLP's
+    score_memory_mb: int = 256  # bound on the [users, items, mlp_layers[0]] activations in score()
+    num_workers: int = 0
+
+
+def check_choice(value: str, valid: tuple[str, ...], key: str) -> None:
+    """ConfigError naming the key when `value` is not one of `valid`."""
+    if value not in valid:
+        raise ConfigError(f"model.{key}={value!r} is not valid; choose one of {', '.join(valid)}")
+
+
+def negative_sampling_keys(indptr: torch.Tensor, indices: torch.Tensor, n_items: int) -> torch.Tensor:
+    """keys [nnz] int64: user * n_items + (p_j - j) for each user's sorted positives p_0 < p_1 < ...
+
+    p_j - j counts the non-positive items below p_j, so for r uniform in [0, n_items - m_u) the r-th
+    non-positive item of u is r + #{j : p_j - j <= r}: one searchsorted over these keys.
+    """
+    counts = indptr[1:] - indptr[:-1]
+    owner = torch.repeat_interleave(torch.arange(len(counts), device=indices.device), counts)
+    rank = torch.arange(len(indices), device=indices.device) - indptr[owner]
+    return owner * n_items + indices - rank
+
+
+def sample_negatives(users: torch.Tensor, n: int, indptr, keys, n_items: int) -> torch.Tensor:
+    """[B, n] items drawn uniformly among the items each user has no train interaction with.
+
+    users [B]; indptr [U+1] / keys from negative_sampling_keys. Uses torch's global RNG (reseeded
+    per epoch by the base class). A user who has every item gets uniform items (nothing to reject).
+    """
+    n_positive = indptr[users + 1] - indptr[users]
+    n_free = (n_items - n_positive).clamp(min=1)
+    r = (torch.rand(len(users), n, device=users.device, dtype=torch.float64) * n_free[:, None]).long()
+    r = torch.minimum(r, n_free[:, None] - 1)
+    query = users[:, None] * n_items + r
+    below = torch.searchsorted(keys, query.reshape(-1), right=True).view_as(r) - indptr[users][:, None]
+    items = r + below
+    saturated = n_positive >= n_items
+    return torch.where(saturated[:, None], r % n_items, items)
+
+
+class NCF(EpochShuffledRows, LightningRecommender):
+    """score(users [B]) -> [B, I] logits of the GMF, MLP or NeuMF interaction function."""
+
+    name = "ncf"
+    config_class = NCFConfig
+
+    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, **hp) -> None:
+        super().__init__(n_users, n_items, seed, **hp)
+        cfg = NCFConfig(**{"name": self.name, **hp})
+        check_choice(cfg.variant, VARIANTS, "variant")
+        check_choice(cfg.loss, LOSSES, "loss")
+        for key in ("gmf_dim", "mlp_dim", "batch_size", "num_negatives", "score_memory_mb"):
+            if getattr(cfg, key) < 1:
+                raise ConfigError(f"model.{key}={getattr(cfg, key)} must be at least 1")
+        if cfg.variant != "gmf" and (not cfg.mlp_layers or min(cfg.mlp_layers) < 1):
+            raise ConfigError(f"model.mlp_layers={cfg.mlp_layers} must list at least one positive width")
+        if not 0.0 <= cfg.pretrain_alpha <= 1.0:
+            raise ConfigError(f"model.pretrain_alpha={cfg.pretrain_alpha} must be within [0, 1]")
+        self.cfg = cfg
+        self.uses_gmf = cfg.variant in ("gmf", "neumf")
+        self.uses_mlp = cfg.variant in ("mlp", "neumf")
+        out_width = 0
+        if self.uses_gmf:
+            self.gmf_user = nn.Embedding(n_users, cfg.gmf_dim)
+            self.gmf_item = nn.Embedding(n_items, cfg.gmf_dim)
+            out_width += cfg.gmf_dim
+        if self.uses_mlp:
+            self.mlp_user = nn.Embedding(n_users, cfg.mlp_dim)
+            self.mlp_item = nn.Embedding(n_items, cfg.mlp_dim)
+            widths = [2 * cfg.mlp_dim, *cfg.mlp_layers]
+            self.mlp = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+            out_width += widths[-1]
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.output = nn.Linear(out_width, 1)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The paper's initialisation: N(0, 0.01) embeddings, Xavier/He layers."""
+        for module in self.modules():
+            if isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=0.01)
+        if self.uses_mlp:
+            for layer in self.mlp:
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
+        nn.init.kaiming_uniform_(self.output.weight, a=1, nonlinearity="sigmoid")
+        nn.init.zeros_(self.output.bias)
+
+    # -- data -------------------------------------------------------------------------------
+    def prepare(self, data) -> None:
+        """Keep the train positives (CSR) for negative sampling."""
+        if (data.n_users, data.n_items) != (self.n_users, self.n_items):
+            raise DataError(f"model built for {self.n_users} users x {self.n_items} items, data has {data.n_users} x {data.n_items}")
+        train = data.matrix("train", binary=True)
+        if train.nnz == 0:
+            raise DataError(f"{data.name}: the train split is empty; ncf needs train interactions")
+        train.sort_indices()
+        self._indptr = torch.from_numpy(train.indptr.astype(np.int64))
+        indices = torch.from_numpy(train.indices.astype(np.int64))
+        self._keys = negative_sampling_keys(self._indptr, indices, self.n_items)
+
+    def train_dataloader_for(self, data) -> DataLoader:
+        """Positions into the train positives (user, item, weight), read in a per-epoch order."""
+        rated = data.matrix("train")
+        present = data.matrix("train", binary=True)
+        users, items = present.nonzero()
+        rating = np.asarray(rated[users, items]).ravel().astype(np.float32)
+        if self.cfg.rating_weights:
+            if (rating <= 0).any():
+                raise DataError(f"{data.name}: rating_weights needs positive train ratings; found {rating.min()}")
+            weights = rating / rating.mean()
+        else:
+            weights = np.ones(len(users), np.float32)
+        self.training_rows = (
+            torch.from_numpy(users.astype(np.int64)), torch.from_numpy(items.astype(np.int64)), torch.from_numpy(weights)
+        )
+        return positions_loader(len(users), self.cfg.batch_size, self.cfg.num_workers)
+
+    # -- network ----------------------------------------------------------------------------
+    def mlp_tower(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The MLP after its first linear map: hidden [..., mlp_layers[0]] pre-activation."""
+        for k, layer in enumerate(self.mlp):
+            if k:
+                hidden = layer(hidden)
+            hidden = self.dropout(F.relu(hidden))
+        return hidden
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Logits [B, N] of user [B] with items [B, N] (each row its own candidates)."""
+        parts = []
+        if self.uses_gmf:
+            parts.append(self.gmf_user(users)[:, None, :] * self.gmf_item(items))
+        if self.uses_mlp:
+            first = self.mlp[0]
+            d = self.cfg.mlp_dim
+            user_part = self.mlp_user(users) @ first.weight[:, :d].T + first.bias  # [B, h1]
+            item_part = self.mlp_item(items) @ first.weight[:, d:].T  # [B, N, h1]
+            parts.append(self.mlp_tower(user_part[:, None, :] + item_part))
+        return self.output(torch.cat(parts, -1)).squeeze(-1)
+
+    @torch.no_grad()
+    def score(self, users: torch.Tensor) -> torch.Tensor:
+        """[B, I]: GMF as one matmul; the MLP's first layer split into user and item halves,
+        broadcast over all items in user chunks that keep [chunk, I, h1] within score_memory_mb."""
+        users = users.to(self.output.weight.device)
+        w = self.output.weight[0]
+        scores = self.output.bias.expand(len(users), self.n_items).clone()
+        if self.uses_gmf:
+            g = self.cfg.gmf_dim
+            scores += (self.gmf_user(users) * w[:g]) @ self.gmf_item.weight.T
+        if self.uses_mlp:
+            first = self.mlp[0]
+            d = self.cfg.mlp_dim
+            user_part = self.mlp_user(users) @ first.weight[:, :d].T + first.bias  # [B, h1]
+            item_part = self.mlp_item.weight @ first.weight[:, d:].T  # [I, h1]
+            w_mlp = w[self.cfg.gmf_dim if self.uses_gmf else 0 :]
+            per_user = self.n_items * max(self.cfg.mlp_layers) * 4 * 2
+            chunk = max(1, self.cfg.score_memory_mb * 2**20 // per_user)
+            for start in range(0, len(users), chunk):
+                hidden = self.mlp_tower(user_part[start : start + chunk, None, :] + item_part[None])
+                scores[start : start + chunk] += hidden @ w_mlp
+        return scores
+
+    # -- training ---------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        users, items, weights = self.rows_of(batch)
+        if self._keys.device != users.device:
+            self._indptr, self._keys = self._indptr.to(users.device), self._keys.to(users.device)
+        negatives = sample_negatives(users, self.cfg.num_negatives, self._indptr, self._keys, self.n_items)
+        logits = self(users, torch.cat([items[:, None], negatives], 1))  # [B, 1 + n]
+        pos, neg = logits[:, :1], logits[:, 1:]
+        if self.cfg.loss == "bce":
+            pos_loss = F.binary_cross_entropy_with_logits(pos[:, 0], torch.ones_like(pos[:, 0]), reduction="none")
+            neg_loss = F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), reduction="none").sum(1)
+            loss = ((weights * pos_loss + neg_loss) / (1 + self.cfg.num_negatives)).mean()
+        else:
+            loss = (weights[:, None] * -F.logsigmoid(pos - neg)).mean()
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(users))
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
+    # -- NeuMF pre-training -------------------------------------------------------------------
+    def fit(self, data, trainer: pl.Trainer | None = None, ckpt_path: str | None = None) -> "NCF":
+        if self.cfg.pretrain and self.cfg.variant == "neumf" and ckpt_path is None:
+            self.pretrain_towers(data, trainer)
+        return super().fit(data, trainer=trainer, ckpt_path=ckpt_path)
+
+    def pretrain_towers(self, data, trainer: pl.Trainer | None = None) -> dict[str, "NCF"]:
+        """Train a GMF and an MLP (pretrain_epochs each), then copy them into this NeuMF with the
+        output layer alpha * h_gmf ++ (1 - alpha) * h_mlp (He et al. 2017, section 3.4.1). Returns
+        the towers {"gmf": NCF, "mlp": NCF}. The paper then trains NeuMF with SGD; deeprec keeps Adam."""
+        accelerator = "cpu"
+        if trainer is not None and trainer.strategy.root_device.type == "cuda":
+            accelerator = "gpu"
+        towers = {}
+        hp = {k: v for k, v in self.config.items() if k not in ("variant", "pretrain")}
+        for offset, variant in enumerate(("gmf", "mlp")):
+            pl.seed_everything(self.seed * 7919 + offset, verbose=False)
+            tower = NCF(self.n_users, self.n_items, seed=self.seed + offset + 1, variant=variant, pretrain=False, **hp)
+            tower.fit(data, trainer=pl.Trainer(
+                max_epochs=self.cfg.pretrain_epochs, accelerator=accelerator, devices=1, logger=False,
+                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            ))
+            towers[variant] = tower.cpu()
+        gmf, mlp = towers["gmf"], towers["mlp"]
+        alpha = self.cfg.pretrain_alpha
+        with torch.no_grad():
+            self.gmf_user.weight.copy_(gmf.gmf_user.weight)
+            self.gmf_item.weight.copy_(gmf.gmf_item.weight)
+            self.mlp_user.weight.copy_(mlp.mlp_user.weight)
+            self.mlp_item.weight.copy_(mlp.mlp_item.weight)
+            for mine, theirs in zip(self.mlp, mlp.mlp):
+                mine.load_state_dict(theirs.state_dict())
+            self.output.weight.copy_(torch.cat([alpha * gmf.output.weight, (1 - alpha) * mlp.output.weight], 1))
+            self.output.bias.copy_(alpha * gmf.output.bias + (1 - alpha) * mlp.output.bias)
+        return towers
