@@ -90,7 +90,10 @@ def _parse(content: bytes, source: str) -> pd.DataFrame:
 def read_processes(files: list[Path]) -> pd.DataFrame:
     """All files as one table: parsed in one pass; on a problem, file by file to name the culprit."""
     contents = [f.read_bytes() for f in files]
-    joined = b"\n".join(c.rstrip(b"\r\n") for c in contents if c.strip())
+    for file, content in zip(files, contents):
+        if not content.strip():
+            raise DataError(f"{file}: the file is empty (an EPM process file has {len(COLUMNS)} columns per row)")
+    joined = b"\n".join(c.rstrip(b"\r\n") for c in contents)
     try:
         frame = _parse(joined, "EPM process files")
         rows = sum(len(c.strip().splitlines()) for c in contents)
