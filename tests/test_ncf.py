@@ -57,6 +57,15 @@ def block_share(model, data, k=10):
     return float((item_block == user_block).mean())
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread (two threads on a busy 2-core machine ran 20x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def blocks():
     return from_frame(planted_blocks(), "planted-blocks")
