@@ -31,6 +31,22 @@ def test_yaml_keys_are_the_config_fields(module):
     assert fields - set(keys) <= {"ratings"}
 
 
+@pytest.mark.parametrize("name", ["synthetic", "coursera", "movielens", "epm"])
+def test_composed_train_config_validates(name):
+    from hydra import compose, initialize_config_module
+
+    from deeprec.cli.common import data_config
+
+    with initialize_config_module("deeprec.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[f"data={name}"])
+    validated = data_config(cfg.data)
+    assert validated.name == name
+    if name == "synthetic":  # the YAML spells out the generator's defaults
+        assert dataclasses.asdict(validated.generator) == dataclasses.asdict(SyntheticConfig())
+    if name == "epm":  # the composed ratings group keeps SPEC defaults except the lowered minimum
+        assert validated.ratings.min_courses == 2 and validated.ratings.session_gap_minutes == 30.0
+
+
 def test_missing_dataset_names_the_places_and_data_path():
     with pytest.raises(DataError, match=r"no-such-dataset.*looked in.*data\.path="):
         dataset_path(None, "no-such-dataset", "demo")

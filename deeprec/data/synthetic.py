@@ -12,7 +12,7 @@ Everything is vectorised numpy over learners, enrolments, lesson views and event
 over blocks of `block_events` events (memory) and the rare extra cohort needed to reach an exact count.
 
     from deeprec.data.synthetic import generate_events, write_events, course_catalogue
-    log = generate_events(300_000, seed=0)          # a DataFrame
+    log = generate_events(300_000, seed=0)          # a DataFrame, exactly 300,000 rows
     write_events("log.parquet", 50_000_000, seed=0, part_rows=5_000_000)   # a folder of parts
     python -m deeprec.data.synthetic --events 1000000 --out log.csv
 """
@@ -90,7 +90,7 @@ class SyntheticConfig:
     )
     timestamp_format: str = "epoch"  # epoch (int64 seconds) | iso (ISO-8601 text, UTC with Z)
     sort_by_time: bool = True  # rows in time order (a block at a time), as a platform exports them
-    block_events: int = 2_000_000  # events generated at once (memory); blocks are independent cohorts
+    block_events: int = 1_000_000  # events generated at once (memory); blocks are independent cohorts
 
     def check(self) -> "SyntheticConfig":
         """Raise ConfigError naming the key when a value cannot work."""
