@@ -38,9 +38,9 @@ def test_replay_batched_equals_sequential_for_a_fixed_policy():
 
 def test_online_linucb_beats_random_and_approaches_best_under_replay():
     world = make_world(n_users=20, n_arms=10, dim=4, noise=0.1, seed=3)
-    logs = uniform_logs(world, 100_000, seed=4)
+    logs = uniform_logs(world, 40_000, seed=4)
     policy = LinUCBPolicy(BatchedLinUCB(20, 4, alpha=0.5, dtype=torch.float64), world.arm_features)
-    result = replay(policy, logs, batch_size=20)
+    result = replay(policy, logs, batch_size=40)
     best = world.policy_value(world.best_arms())
     mean_random = float(world.expected_rewards().mean())
     assert result.value > mean_random + 0.7 * (best - mean_random)
