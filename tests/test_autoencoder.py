@@ -4,7 +4,6 @@ checkpoints with data-sized buffers, deeprec-train round trip and exact resume."
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from deeprec.evaluation.evaluator import evaluate_recommender
 from deeprec.models.autoencoder import AutoencoderRecommender, dense_rows
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_ncf import block_share, one_thread, planted_blocks, quiet_trainer  # noqa: E402,F401
+from test_ncf import block_share, check_round_trip_and_resume, one_thread, planted_blocks, quiet_trainer  # noqa: E402,F401
 
 SMALL = dict(hidden_dims=[32], latent_dim=8, dropout=0.3, lr=0.01, batch_size=16, total_anneal_steps=20)
 
@@ -150,48 +149,19 @@ def test_bad_config_values_are_config_errors():
         AutoencoderRecommender(3, 4, dropout=1.0)
 
 
-def train_run(tmp_path, csv, name, epochs, resume=False):
-    from hydra import compose, initialize_config_module
-
-    from deeprec.cli.train import train
-
-    run_dir = tmp_path / name
-    overrides = ["data=interactions", f"data.path={csv}", "model=autoencoder", f"run_dir={run_dir}", "seed=3",
-                 f"trainer.max_epochs={epochs}", "model.hidden_dims=[32]", "model.latent_dim=8",
-                 "model.batch_size=16", "model.lr=0.01", "model.total_anneal_steps=10", f"resume={str(resume).lower()}"]
-    with initialize_config_module("deeprec.conf", version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    return train(cfg), run_dir, cfg
+AE_SMALL_OVERRIDES = ("model.hidden_dims=[32]", "model.latent_dim=8", "model.batch_size=16", "model.lr=0.01",
+                      "model.total_anneal_steps=10")
 
 
 def test_deeprec_train_round_trip_exact_resume_and_exported_embeddings(tmp_path):
-    from deeprec.checkpoint import load_recommender
     from deeprec.cli.common import load_data
 
-    csv = tmp_path / "blocks.csv"
-    planted_blocks().to_csv(csv, index=False)
-    straight, run_dir, cfg = train_run(tmp_path, csv, "straight", 4)
-    assert json.loads((run_dir / "metrics.json").read_text()) == pytest.approx(straight)
+    run_dir, cfg, best = check_round_trip_and_resume(tmp_path, "autoencoder", AutoencoderRecommender, AE_SMALL_OVERRIDES)
     data = load_data(cfg.data)
-    loaded, meta = load_recommender(run_dir / "checkpoints" / "best.ckpt")
-    assert isinstance(loaded, AutoencoderRecommender) and meta["model"] == "autoencoder"
-    loaded.eval()
-    assert evaluate_recommender(loaded, data, "test")["ndcg@10"] == pytest.approx(straight["ndcg@10"], abs=1e-12)
-    # The checkpoint carries its own train history: scores without any observe() call.
-    twice, _ = load_recommender(run_dir / "checkpoints" / "best.ckpt")
-    loaded.observe(data, "train")
-    users = torch.arange(data.n_users)
-    assert torch.equal(twice.eval().score(users), loaded.score(users))
-    # Embeddings of the best model, with the data's own ids, and the projector files.
+    # Embeddings of the best model (its own train history), with the data's own ids, and the projector.
     exported = pd.read_parquet(run_dir / "embeddings" / "users.parquet")
     assert exported["user_id"].tolist() == [str(u) for u in data.user_ids]
-    assert np.allclose(exported.iloc[:, 1:].to_numpy(), twice.user_embeddings().numpy(), atol=1e-6)
+    assert np.allclose(exported.iloc[:, 1:].to_numpy(), best.user_embeddings().numpy(), atol=1e-6)
+    items = pd.read_parquet(run_dir / "embeddings" / "items.parquet")
+    assert items["item_id"].tolist() == [str(i) for i in data.item_ids]
     assert (run_dir / "tensorboard" / "projector_config.pbtxt").exists()
-    # Stopped after 2 epochs, resumed to 4: the same best weights and metrics as the straight run.
-    train_run(tmp_path, csv, "resumed", 2)
-    resumed, resumed_dir, _ = train_run(tmp_path, csv, "resumed", 4, resume=True)
-    assert resumed == straight
-    best_a = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
-    best_b = torch.load(resumed_dir / "checkpoints" / "best.ckpt", weights_only=True)
-    assert best_a["epoch"] == best_b["epoch"]
-    assert all(torch.equal(best_a["state_dict"][k], best_b["state_dict"][k]) for k in best_a["state_dict"])

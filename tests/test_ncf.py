@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 
 from deeprec.baselines.pop import Popularity
 from deeprec.data.interactions import from_frame
@@ -207,44 +206,54 @@ def test_bad_config_values_are_config_errors():
         NCF(3, 4, num_negatives=0)
 
 
-def train_run(tmp_path, csv, name, epochs, resume=False, extra=()):
+NCF_SMALL_OVERRIDES = ("model.gmf_dim=8", "model.mlp_dim=8", "model.mlp_layers=[16,8]", "model.batch_size=64", "model.lr=0.01")
+
+
+def train_run(tmp_path, csv, model, name, epochs, overrides, resume=False):
+    """deeprec-train's programmatic entry on the CSV: (test metrics, run_dir, cfg)."""
     from hydra import compose, initialize_config_module
 
     from deeprec.cli.train import train
 
     run_dir = tmp_path / name
-    overrides = ["data=interactions", f"data.path={csv}", "model=ncf", f"run_dir={run_dir}", "seed=3",
-                 f"trainer.max_epochs={epochs}", "model.gmf_dim=8", "model.mlp_dim=8", "model.mlp_layers=[16,8]",
-                 "model.batch_size=64", "model.lr=0.01", f"resume={str(resume).lower()}", *extra]
     with initialize_config_module("deeprec.conf", version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+        cfg = compose("train", overrides=["data=interactions", f"data.path={csv}", f"model={model}", f"run_dir={run_dir}",
+                                          "seed=3", f"trainer.max_epochs={epochs}", f"resume={str(resume).lower()}", *overrides])
     return train(cfg), run_dir, cfg
 
 
-def test_deeprec_train_checkpoint_round_trip_and_exact_resume(tmp_path):
+def check_round_trip_and_resume(tmp_path, model, cls, overrides):
+    """Train 4 epochs; best.ckpt reloads to the same metrics and scores; 2 epochs + resume to 4 gives
+    the same metrics and best weights. Returns (run_dir, cfg, the loaded best model)."""
     from deeprec.checkpoint import load_recommender
     from deeprec.cli.common import load_data
 
     csv = tmp_path / "blocks.csv"
     planted_blocks().to_csv(csv, index=False)
-    straight, run_dir, cfg = train_run(tmp_path, csv, "straight", 4)
+    straight, run_dir, cfg = train_run(tmp_path, csv, model, "straight", 4, overrides)
     assert json.loads((run_dir / "metrics.json").read_text()) == pytest.approx(straight)
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     loaded, meta = load_recommender(run_dir / "checkpoints" / "best.ckpt")
-    assert isinstance(loaded, NCF) and meta["model"] == "ncf"
+    assert isinstance(loaded, cls) and meta["model"] == model
     loaded.eval()
     data = load_data(cfg.data)
-    again = evaluate_recommender(loaded, data, "test")
-    assert again["ndcg@10"] == pytest.approx(straight["ndcg@10"], abs=1e-12)
+    assert evaluate_recommender(loaded, data, "test")["ndcg@10"] == pytest.approx(straight["ndcg@10"], abs=1e-12)
+    # A second load scores identically (after the evaluation, which changed the history it observes).
     twice, _ = load_recommender(run_dir / "checkpoints" / "best.ckpt")
+    loaded.observe(data, "train")
     users = torch.arange(data.n_users)
     assert torch.equal(loaded.score(users), twice.eval().score(users))
-    # Stopped after 2 epochs, resumed to 4: the same weights and metrics as the straight run.
-    train_run(tmp_path, csv, "resumed", 2)
-    resumed, resumed_dir, _ = train_run(tmp_path, csv, "resumed", 4, resume=True)
+    # Stopped after 2 epochs, resumed to 4: the same best weights and metrics as the straight run.
+    train_run(tmp_path, csv, model, "resumed", 2, overrides)
+    resumed, resumed_dir, _ = train_run(tmp_path, csv, model, "resumed", 4, overrides, resume=True)
     assert resumed == straight
     # (best.ckpt, not last.ckpt: Lightning 2.6 rewrites last.ckpt only when best improves or at the end.)
     best_a = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
     best_b = torch.load(resumed_dir / "checkpoints" / "best.ckpt", weights_only=True)
     assert best_a["epoch"] == best_b["epoch"]
     assert all(torch.equal(best_a["state_dict"][k], best_b["state_dict"][k]) for k in best_a["state_dict"])
+    return run_dir, cfg, twice
+
+
+def test_deeprec_train_checkpoint_round_trip_and_exact_resume(tmp_path):
+    check_round_trip_and_resume(tmp_path, "ncf", NCF, NCF_SMALL_OVERRIDES)

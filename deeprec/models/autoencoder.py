@@ -255,9 +255,11 @@ class AutoencoderRecommender(EpochShuffledRows, LightningRecommender):
         """[I, d] the decoder's output weights (d = the last decoder width: hidden_dims[0] or latent_dim)."""
         return self.decoder[-1].weight.detach().clone()
 
-    def export_embeddings(self, run_dir: str | Path, user_ids=None, item_ids=None, log_dir: str | Path | None = None) -> Path:
+    def export_embeddings(self, run_dir: str | Path, user_ids=None, item_ids=None, log_dir: str | Path | None = None,
+                          global_step: int = 0) -> Path:
         """Write run_dir/embeddings/{users,items}.parquet (id + e0..) atomically and, in `log_dir`
-        (default run_dir/tensorboard), TensorBoard projector files with the ids as metadata."""
+        (default run_dir/tensorboard), TensorBoard projector files with the ids as metadata
+        (under `global_step`, so a resumed run's export does not overwrite an earlier one)."""
         from torch.utils.tensorboard import SummaryWriter
 
         meta = self._ckpt_meta or {}
@@ -268,8 +270,8 @@ class AutoencoderRecommender(EpochShuffledRows, LightningRecommender):
         write_parquet_atomic(embedding_frame(user_ids, "user_id", users), out / "users.parquet")
         write_parquet_atomic(embedding_frame(item_ids, "item_id", items), out / "items.parquet")
         writer = SummaryWriter(log_dir=str(log_dir or Path(run_dir) / "tensorboard"))
-        writer.add_embedding(users, metadata=[str(u) for u in user_ids], tag="user_embeddings")
-        writer.add_embedding(items, metadata=[str(i) for i in item_ids], tag="item_embeddings")
+        writer.add_embedding(users, metadata=[str(u) for u in user_ids], tag="user_embeddings", global_step=global_step)
+        writer.add_embedding(items, metadata=[str(i) for i in item_ids], tag="item_embeddings", global_step=global_step)
         writer.close()
         return out
 
@@ -289,4 +291,4 @@ class AutoencoderRecommender(EpochShuffledRows, LightningRecommender):
         if best and Path(best).is_file():
             model, _ = load_recommender(best)
             model._ckpt_meta = self._ckpt_meta
-        model.export_embeddings(trainer.default_root_dir, log_dir=logger.log_dir)
+        model.export_embeddings(trainer.default_root_dir, log_dir=logger.log_dir, global_step=trainer.global_step)
