@@ -33,7 +33,7 @@ HISTORY = ("history_indptr", "history_indices", "history_values")
 @dataclass
 class AutoencoderConfig:
     name: str = "autoencoder"
-    variant: str = "vae"  # dae (Mult-DAE) | vae (Mult-VAE)
+    variant: str = "dae"  # dae (Mult-DAE) | vae (Mult-VAE)
     hidden_dims: list[int] = field(default_factory=lambda: [256])  # encoder widths (decoder mirrors)
     latent_dim: int = 64
     dropout: float = 0.5  # dropout on the (normalised) input row: the denoising corruption
