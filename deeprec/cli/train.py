@@ -58,8 +58,17 @@ def make_trainer(cfg: DictConfig, data, run_dir: Path, logger):
             filename="best",
             monitor=monitor if has_valid else None,
             mode="max",
-            save_last=True,
             save_top_k=1,
+            enable_version_counter=False,
+        ),
+        # Lightning's save_last only rewrites last.ckpt together with a new best; resume needs
+        # the latest epoch, so a second unmonitored checkpoint overwrites it every epoch.
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            every_n_epochs=1,
             enable_version_counter=False,
         ),
     ]
@@ -149,7 +158,9 @@ def run_training(cfg: DictConfig, data=None) -> TrainResult:
     write_id_maps(data, run_dir)
     rejects = data.extras.get("rejects")
     if rejects is not None and len(rejects):
-        rejects.astype(str).to_parquet(run_dir / "rejects.parquet", index=False)
+        tmp = run_dir / ".rejects.parquet.tmp"
+        rejects.astype(str).to_parquet(tmp, index=False)
+        tmp.replace(run_dir / "rejects.parquet")
     if valid:
         write_json_atomic(valid, run_dir / "valid_metrics.json")
     write_json_atomic(metrics, run_dir / "metrics.json")

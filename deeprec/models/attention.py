@@ -17,11 +17,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from deeprec.errors import ConfigError, DataError
 from deeprec.evaluation.evaluator import mask_rows, topk_from_scores
-from deeprec.models.base import LightningRecommender
+from deeprec.models.base import LightningRecommender, positions_loader
 from deeprec.models.lstm import (
     SAMPLERS,
     HistoryBuffers,
@@ -127,8 +127,8 @@ class AttentionRanker(HistoryBuffers, LightningRecommender):
         if len(items) == 0:
             raise DataError(f"{data.name}: the train split is empty")
         histories = prefix_histories(items, starts, self.cfg.max_len, self.n_items)
-        dataset = TensorDataset(torch.from_numpy(histories), torch.from_numpy(items.copy()))
-        return DataLoader(dataset, batch_size=self.cfg.batch_size, shuffle=True, num_workers=self.cfg.num_workers)
+        self.training_rows = (torch.from_numpy(histories), torch.from_numpy(items.copy()))
+        return positions_loader(len(items), self.cfg.batch_size, self.cfg.num_workers)
 
     # -- network ----------------------------------------------------------------------------
     def item_vectors(self) -> torch.Tensor:
@@ -265,7 +265,7 @@ class AttentionRanker(HistoryBuffers, LightningRecommender):
         return self.items_by_rank[rank]
 
     def training_step(self, batch, batch_idx):
-        history, positives = batch
+        history, positives = self.rows_of(batch)
         width = max(int((history != self.n_items).sum(1).max()), 1)
         negatives = self.sample_negatives((len(positives), self.cfg.n_negatives))
         candidates = torch.cat([positives.unsqueeze(1), negatives], 1)

@@ -23,8 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from deeprec.errors import ConfigError, DataError
-from deeprec.models.base import LightningRecommender
-from deeprec.models.layers import EpochShuffledRows, positions_loader
+from deeprec.models.base import LightningRecommender, positions_loader
 
 VARIANTS = ("dae", "vae")
 HISTORY = ("history_indptr", "history_indices", "history_values")
@@ -79,7 +78,7 @@ def embedding_frame(ids, key: str, vectors: torch.Tensor) -> pd.DataFrame:
     return frame
 
 
-class AutoencoderRecommender(EpochShuffledRows, LightningRecommender):
+class AutoencoderRecommender(LightningRecommender):
     """score(users [B]) -> [B, I] decoder logits of the users' stored history rows."""
 
     name = "autoencoder"

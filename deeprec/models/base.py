@@ -4,6 +4,15 @@ Subclasses define the network, `training_step`, `configure_optimizers`, `score(u
 `train_dataloader_for(data)`. This base wires fitting through a Lightning Trainer, puts the
 deeprec checkpoint entry into every Lightning checkpoint, and reseeds at each epoch start so a
 run resumed from an epoch checkpoint continues exactly as an uninterrupted one.
+
+Row order that resumes exactly: a DataLoader with shuffle=True draws its permutation when its
+iterator is created, and on resume Lightning creates that iterator before `on_train_epoch_start`
+reseeds, so the first resumed epoch would see another order. Instead a subclass stores its training
+rows in `self.training_rows` (a tuple of [N, ...] tensors) and returns `positions_loader(N, ...)`;
+the loader yields positions 0..N-1 in order and `rows_of(positions)` maps them through a permutation
+drawn after the reseed, so the order depends only on (seed, epoch). Under DDP, Lightning's
+DistributedSampler splits the positions; every rank holds the same permutation, so ranks still see
+disjoint rows.
 """
 
 from __future__ import annotations
@@ -18,8 +27,20 @@ from torch.utils.data import DataLoader
 from deeprec.recommender import Recommender
 
 
+def positions_loader(n_rows: int, batch_size: int, num_workers: int = 0) -> DataLoader:
+    """A DataLoader of LongTensor[batch] positions 0..n_rows-1, in order (no shuffle).
+
+    Its own generator: creating a DataLoader iterator draws a base seed, which must not come from
+    the global RNG (on resume the iterator is created before the epoch's reseed).
+    """
+    return DataLoader(torch.arange(n_rows), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      generator=torch.Generator().manual_seed(0))
+
+
 class LightningRecommender(pl.LightningModule, Recommender):
     uses_trainer = True
+    training_rows: tuple[torch.Tensor, ...] = ()
+    _epoch_order: torch.Tensor | None = None
 
     def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, **config: Any) -> None:
         pl.LightningModule.__init__(self)
@@ -67,6 +88,17 @@ class LightningRecommender(pl.LightningModule, Recommender):
     def on_train_epoch_start(self) -> None:
         # Data order, negative samples and dropout depend only on (seed, epoch): resumable exactly.
         pl.seed_everything(self.seed * 100_003 + self.current_epoch, workers=True, verbose=False)
+        if self.training_rows:
+            self._epoch_order = torch.randperm(len(self.training_rows[0])).to(self.device)
+
+    def rows_of(self, positions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The training rows at `positions` [B] of this epoch's order, on the module's device."""
+        if self.training_rows[0].device != self.device:
+            self.training_rows = tuple(t.to(self.device) for t in self.training_rows)
+        order = self._epoch_order
+        if order is None or len(order) != len(self.training_rows[0]):
+            order = torch.arange(len(self.training_rows[0]), device=self.device)
+        return tuple(t[order[positions.to(self.device)]] for t in self.training_rows)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from deeprec.errors import ConfigError, DataError
-from deeprec.models.base import LightningRecommender
+from deeprec.models.base import LightningRecommender, positions_loader
 
 LOSSES = ("full", "sampled")
 SAMPLERS = ("log_uniform", "uniform")
@@ -302,10 +302,10 @@ class LSTMRecommender(HistoryBuffers, LightningRecommender):
         if not in_loss.any():
             raise DataError(f"{data.name}: no user has two train events, so there is no next item to learn")
         inputs = np.where(inputs < 0, self.n_items, inputs)
-        dataset = TensorDataset(
+        self.training_rows = (
             torch.from_numpy(inputs), torch.from_numpy(input_gaps), torch.from_numpy(targets), torch.from_numpy(in_loss)
         )
-        return DataLoader(dataset, batch_size=self.cfg.batch_size, shuffle=True, num_workers=self.cfg.num_workers)
+        return positions_loader(len(inputs), self.cfg.batch_size, self.cfg.num_workers)
 
     # -- network ----------------------------------------------------------------------------
     def item_vectors(self) -> torch.Tensor:
@@ -379,7 +379,7 @@ class LSTMRecommender(HistoryBuffers, LightningRecommender):
         return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.int64, device=logits.device))
 
     def training_step(self, batch, batch_idx):
-        inputs, gaps, targets, in_loss = batch
+        inputs, gaps, targets, in_loss = self.rows_of(batch)
         hidden = self.encode(inputs, gaps)[in_loss]
         loss = self.next_item_loss(hidden, targets[in_loss])
         self.log("train/loss", loss, prog_bar=False, on_step=False, on_epoch=True, batch_size=int(in_loss.sum()))

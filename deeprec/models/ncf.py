@@ -18,8 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from deeprec.errors import ConfigError, DataError
-from deeprec.models.base import LightningRecommender
-from deeprec.models.layers import EpochShuffledRows, positions_loader
+from deeprec.models.base import LightningRecommender, positions_loader
 
 VARIANTS = ("gmf", "mlp", "neumf")
 LOSSES = ("bce", "bpr")
@@ -81,7 +80,7 @@ def sample_negatives(users: torch.Tensor, n: int, indptr, keys, n_items: int) ->
     return torch.where(saturated[:, None], r % n_items, items)
 
 
-class NCF(EpochShuffledRows, LightningRecommender):
+class NCF(LightningRecommender):
     """score(users [B]) -> [B, I] logits of the GMF, MLP or NeuMF interaction function."""
 
     name = "ncf"
