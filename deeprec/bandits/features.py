@@ -13,48 +13,18 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from deeprec.errors import DataError
+from deeprec.data.adapters.coursera import clean_behaviour, read_behaviour
 
 VIDEO_FEATURES = ("fracStudy", "avgfracComp", "fracnumRWs", "fracCorrect", "dif")
-REQUIRED_COLUMNS = ("userID", "VidID", "fracComp", "numRWs", "s")
-
-# SPEC 2.1 error records: (column, largest valid value, reject reason)
-ERROR_LIMITS = (
-    ("fracComp", 1.0, "fracComp_above_1"),
-    ("numRWs", 60.0, "numRWs_above_60"),
-    ("numFFs", 60.0, "numFFs_above_60"),
-    ("fracPaused", 100.0, "fracPaused_above_100"),
-    ("fracSpent", 100.0, "fracSpent_above_100"),
-)
-
-
 def clean_video_behaviour(raw: pd.DataFrame, source: str = "behaviour table") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(accepted rows, rejects with `reason`) by SPEC 2.1: empty records (fracSpent == 0) and error records.
-
-    The coursera data adapter does this for deeprec-train; this copy serves scripts and tests that
-    read the TSV directly.
-    """
-    missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
-    if missing:
-        raise DataError(f"{source}: required column(s) {missing} missing; found {list(raw.columns)}")
-    reason = pd.Series(pd.NA, index=raw.index, dtype="object")
-    if "fracSpent" in raw.columns:
-        reason = reason.mask(raw["fracSpent"] == 0, "empty_record")
-    for column, limit, why in ERROR_LIMITS:
-        if column in raw.columns:
-            reason = reason.mask(reason.isna() & (raw[column] > limit), why)
-    rejects = raw[reason.notna()].assign(reason=reason[reason.notna()])
-    return raw[reason.isna()].reset_index(drop=True), rejects
+    """(accepted rows, rejects with `reason`) by SPEC 2.1 with the default limits: the coursera
+    data adapter's cleaning (empty records, error records, missing ids, bad values, duplicates)."""
+    return clean_behaviour(raw, source=source)
 
 
 def read_video_behaviour(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The cleaned behaviour table of a TSV/CSV file and its rejects (SPEC 2.1)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: the video-behaviour table does not exist")
-    sep = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
-    raw = pd.read_csv(path, sep=sep, dtype={"userID": str, "VidID": str})
-    return clean_video_behaviour(raw, str(path))
+    """The cleaned behaviour table of a TSV/CSV file (or its folder) and its rejects (SPEC 2.1)."""
+    return clean_video_behaviour(read_behaviour(Path(path)), str(path))
 
 
 def watched_matrix(student: np.ndarray, video: np.ndarray, n_students: int, n_videos: int) -> sp.csr_matrix:

@@ -12,9 +12,11 @@ import numpy as np
 import pandas as pd
 
 from deeprec.data.interactions import InteractionData, from_frame
+from deeprec.data.ratings.events import BAD_TS, parse_timestamps_us
 from deeprec.data.splits import SplitConfig, assign_splits
 from deeprec.data.tables import read_tables
 from deeprec.errors import DataError
+
 
 
 @dataclass
@@ -28,14 +30,9 @@ class InteractionsDataConfig:
 
 def parse_timestamps(values: pd.Series) -> np.ndarray:
     """Epoch seconds (float64, NaN where unparseable) per value: a number (ms when > 1e11, else s)
-    or ISO-8601 text (an offset is honoured, a naive time is UTC)."""
-    numeric = pd.to_numeric(values, errors="coerce").to_numpy(np.float64)
-    secs = np.where(numeric > 1e11, numeric / 1000.0, numeric)
-    text = np.isnan(secs) & values.notna().to_numpy()
-    if text.any():
-        parsed = pd.to_datetime(values[text].astype(str), errors="coerce", utc=True, format="ISO8601")
-        secs[text] = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(np.float64)
-    return secs
+    or ISO-8601 text (an offset is honoured, a naive time is UTC) - the ratings pipeline's parser."""
+    us = parse_timestamps_us(values, "auto")
+    return np.where(us == BAD_TS, np.nan, us / 1e6)
 
 
 def clean_interactions(df: pd.DataFrame, source: str, rating_range=(0.0, 5.0)) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -68,6 +65,8 @@ def clean_interactions(df: pd.DataFrame, source: str, rating_range=(0.0, 5.0)) -
 
 def build(df: pd.DataFrame, cfg, source: str, name: str, item_features=None, min_rating=None) -> InteractionData:
     """Clean, filter, split and index a user_id/item_id table into InteractionData."""
+    if len(df) == 0:
+        raise DataError(f"{source}: no rows (a header but no interactions)")
     accepted, rejects = clean_interactions(df, source, tuple(getattr(cfg, "rating_range", (0.0, 5.0))))
     if min_rating is not None and "rating" in accepted.columns:
         low = accepted["rating"] < min_rating
