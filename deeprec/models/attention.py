@@ -142,6 +142,11 @@ class AttentionRanker(HistoryBuffers, LightningRecommender):
             vectors = vectors + torch.cat([projected, projected.new_zeros(1, d)])
         return vectors
 
+    @torch.no_grad()
+    def item_embeddings(self) -> torch.Tensor:
+        """[I, d] the item vectors (id embedding + projected content features; LinUCB arm features)."""
+        return self.item_vectors()[:-1].detach().clone()
+
     def attention_weights(self, history: torch.Tensor, valid: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """weights [B, L, C]: softmax over the valid history [B, L, d] (mask [B, L]) for each candidate.
 

@@ -322,6 +322,11 @@ class LSTMRecommender(HistoryBuffers, LightningRecommender):
             return self.output_embedding.weight
         return self.item_vectors()[:-1]
 
+    @torch.no_grad()
+    def item_embeddings(self) -> torch.Tensor:
+        """[I, d] the output item vectors the hidden state is matched against (LinUCB arm features)."""
+        return self.output_vectors().detach().clone()
+
     def encode(self, items: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
         """LSTM outputs [B, L, d] in item space for right-padded histories items [B, L], gaps [B, L]."""
         x = F.embedding(items, self.item_vectors())

@@ -181,6 +181,13 @@ class NCF(LightningRecommender):
         return self.output(torch.cat(parts, -1)).squeeze(-1)
 
     @torch.no_grad()
+    def item_embeddings(self) -> torch.Tensor:
+        """[I, d] the item embeddings of the towers in use, side by side (GMF then MLP): features for
+        the LinUCB head's neural-linear mode."""
+        parts = [e.weight for e in (getattr(self, "gmf_item", None), getattr(self, "mlp_item", None)) if e is not None]
+        return torch.cat(parts, 1).detach().clone()
+
+    @torch.no_grad()
     def score(self, users: torch.Tensor) -> torch.Tensor:
         """[B, I]: GMF as one matmul; the MLP's first layer split into user and item halves,
         broadcast over all items in user chunks that keep [chunk, I, h1] within score_memory_mb."""
