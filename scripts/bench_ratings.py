@@ -1,7 +1,10 @@
 """The cost curve of deeprec-ratings (events/s, peak RSS) and the engine comparison behind its design.
 
 1. Cost curve: `deeprec-ratings` as a subprocess on generated CSV logs of --sizes events (default
-   1M, 10M in memory; 50M through the out-of-core path), peak RSS of the child (ru_maxrss).
+   1M, 10M in memory; 50M through the out-of-core path), peak RSS of the child (its VmHWM).
+   Out-of-core runs repeat for each --batch-rows (ratings.batch_rows: rows read at a time and
+   events per user-hash partition), to show that their peak follows the chunk, not the input;
+   --also-out-of-core adds out-of-core runs of sizes that otherwise run in memory (e.g. 10M).
 2. Engines at --engine-size events (default 1M): the heavy core of SPEC 1.1-1.4 (read the CSV,
    lessons from URLs, sort by user and time, sessions, time to the next event, sum per user,
    course and lesson) in deeprec's pandas/numpy code, in Polars and in DuckDB; the ratio is
@@ -12,6 +15,7 @@ generator below (users with sessions of page views over courses/lessons, non-les
 non-view events, epoch-second timestamps).
 
     python scripts/bench_ratings.py [--sizes 1000000 10000000 50000000] [--engine-size 1000000]
+        [--also-out-of-core 10000000] [--batch-rows 2000000 500000]
 Writes bench_results/bench_ratings{--tag}.{json,md}; --engine-size 0 skips the engine comparison.
 """
 
@@ -21,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -102,10 +107,12 @@ def peak_mb(stderr: str) -> float:
     return [int(line.split()[1]) for line in stderr.splitlines() if line.startswith("PEAK_KB")][-1] / 1024
 
 
-def run_cli(log: Path, out: Path, out_of_core: bool) -> dict:
+def run_cli(log: Path, out: Path, out_of_core: bool, batch_rows: int | None = None) -> dict:
     """deeprec-ratings in a child process: wall seconds and the child's peak RSS."""
     code = PEAK + "from deeprec.cli.ratings import main; main()"
     args = [sys.executable, "-c", code, f"input={log}", f"output={out}", f"out_of_core={str(out_of_core).lower()}"]
+    if batch_rows:
+        args.append(f"ratings.batch_rows={batch_rows}")
     t0 = time.perf_counter()
     proc = subprocess.run(args, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -113,6 +120,18 @@ def run_cli(log: Path, out: Path, out_of_core: bool) -> dict:
         raise RuntimeError(proc.stderr)
     summary = json.loads((out / "summary.json").read_text())
     return {"wall_s": wall, "peak_rss_mb": peak_mb(proc.stderr), "summary": summary}
+
+
+def identical_outputs(a: Path, b: Path) -> bool:
+    """The two output folders hold the same tables (values and order) and summaries (but the config)."""
+    import pandas as pd
+
+    for name in ("ratings", "lesson_durations", "rejects"):
+        if not pd.read_parquet(a / f"{name}.parquet").equals(pd.read_parquet(b / f"{name}.parquet")):
+            return False
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    sa.pop("config"), sb.pop("config")
+    return sa == sb
 
 
 # -- engine comparison: the heavy core of SPEC 1.1-1.4 in three engines ----------------------------
@@ -194,6 +213,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--tag", default="", help="suffix of the result files (bench_ratings<tag>.json/md)")
+    parser.add_argument("--also-out-of-core", type=int, nargs="*", default=[], help="sizes also run out-of-core")
+    parser.add_argument("--batch-rows", type=int, nargs="+", default=[2_000_000],
+                        help="ratings.batch_rows of the out-of-core runs (one run each)")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
     results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared)",
@@ -218,21 +240,32 @@ def main() -> None:
             t0 = time.perf_counter()
             write_log(log, n, args.seed)
             gen = time.perf_counter() - t0
-            ooc = n >= args.out_of_core_from
-            run = run_cli(log, tmp / f"out-{n}", ooc)
-            s = run.pop("summary")
-            row = {"events": n, "mode": "out-of-core" if ooc else "in-memory", "csv_mb": log.stat().st_size / 2**20,
-                   "generate_s": gen, **run, "events_per_s": n / run["wall_s"], "ratings": s["ratings"],
-                   "users": s["users"], "rejected": sum(s["rows_rejected"].values())}
-            results["curve"].append(row)
-            print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+            runs = [(False, None)] if n < args.out_of_core_from else []
+            if n >= args.out_of_core_from or n in args.also_out_of_core:
+                runs += [(True, rows) for rows in args.batch_rows]
+            for ooc, batch_rows in runs:
+                out = tmp / f"out-{n}-{int(ooc)}-{batch_rows}"
+                run = run_cli(log, out, ooc, batch_rows)
+                s = run.pop("summary")
+                row = {"events": n, "mode": "out-of-core" if ooc else "in-memory", "batch_rows": batch_rows,
+                       "csv_mb": log.stat().st_size / 2**20, "generate_s": gen, **run, "events_per_s": n / run["wall_s"],
+                       "ratings": s["ratings"], "users": s["users"], "rejected": sum(s["rows_rejected"].values())}
+                results["curve"].append(row)
+                print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+                same = identical_outputs(tmp / f"out-{n}-0-None", out) if ooc and (tmp / f"out-{n}-0-None").exists() else None
+                if same is not None:
+                    row["same_as_in_memory"] = same
+                    print(f"  out-of-core output identical to in-memory: {same}", flush=True)
+            for out in tmp.glob(f"out-{n}-*"):
+                shutil.rmtree(out)
             log.unlink()
     (OUT / f"bench_ratings{args.tag}.json").write_text(json.dumps(results, indent=2))
     lines = [f"Machine: {results['machine']}. Logs: {results['generator']}.", "",
-             "| events | mode | CSV MB | wall s | events/s | peak RSS MB | ratings |", "|---|---|---|---|---|---|---|"]
+             "| events | mode | batch_rows | CSV MB | wall s | events/s | peak RSS MB | ratings | = in-memory |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results["curve"]:
-        lines.append(f"| {r['events']:,} | {r['mode']} | {r['csv_mb']:.0f} | {r['wall_s']:.1f} | {r['events_per_s']:,.0f} | "
-                     f"{r['peak_rss_mb']:.0f} | {r['ratings']:,} |")
+        lines.append(f"| {r['events']:,} | {r['mode']} | {r['batch_rows'] or ''} | {r['csv_mb']:.0f} | {r['wall_s']:.1f} | "
+                     f"{r['events_per_s']:,.0f} | {r['peak_rss_mb']:.0f} | {r['ratings']:,} | {r.get('same_as_in_memory', '')} |")
     lines += ["", "| engine (SPEC 1.1-1.4 core) | events | wall s | x deeprec | peak RSS MB | same sums |", "|---|---|---|---|---|---|"]
     for r in results["engines"]:
         if "error" in r:

@@ -1,8 +1,9 @@
 """SPEC 1.3-1.4: sessions and lesson durations (with the imputation rule), vectorised over events.
 
 The work is split so that a log can be processed in parts (one part per user-hash partition):
-`aggregate_events` turns one part's events into per-(user, course, lesson) partial sums, and
-`lesson_durations` combines all parts, imputing with means taken over every user.
+`aggregate_events` turns one part's events into per-(user, course, lesson) partial sums,
+`lesson_sums` of every part are merged into per-lesson totals (merge_lesson_sums), and
+`lesson_durations` then times each part's views, imputing with means taken over every user.
 Durations stay integer microseconds until the end, so the sums do not depend on the partitioning.
 """
 
@@ -94,19 +95,54 @@ def aggregate_events(ev: ValidatedEvents, cfg: RatingsConfig) -> EventAggregates
     )
 
 
-def lesson_durations(views: pd.DataFrame) -> pd.DataFrame:
+def lesson_sums(views: pd.DataFrame) -> pd.DataFrame:
+    """Observed time per lesson: course_id, lesson_id (str), observed_us, n_observed (int64 sums).
+
+    Integer sums of the parts of a partitioned log add up exactly (merge_lesson_sums), so the
+    imputation means of SPEC 1.4 are the same however the log was split.
+    """
+    sums = views.groupby(["course_id", "lesson_id"], sort=False, observed=True)[["observed_us", "n_observed"]].sum()
+    return sums.reset_index().astype({"course_id": "str", "lesson_id": "str", "observed_us": np.int64, "n_observed": np.int64})
+
+
+def merge_lesson_sums(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The lesson_sums of all parts of a log as one table (one row per lesson seen anywhere)."""
+    if len(parts) == 1:
+        return parts[0]
+    return lesson_sums(pd.concat(parts, ignore_index=True))
+
+
+def _lesson_of_view(views: pd.DataFrame, sums: pd.DataFrame) -> np.ndarray:
+    """index: [V] row of `sums` holding each view's (course, lesson); matched on the few distinct pairs."""
+    course = pd.Categorical(views["course_id"])
+    name = pd.Categorical(views["lesson_id"])
+    key = course.codes.astype(np.int64) * max(len(name.categories), 1) + name.codes
+    distinct, inverse = np.unique(key, return_inverse=True)
+    wanted = pd.MultiIndex.from_arrays(
+        [np.asarray(course.categories, dtype=object)[distinct // max(len(name.categories), 1)].astype(str),
+         np.asarray(name.categories, dtype=object)[distinct % max(len(name.categories), 1)].astype(str)]
+    )
+    found = pd.MultiIndex.from_arrays([sums["course_id"].astype(str), sums["lesson_id"].astype(str)]).get_indexer(wanted)
+    if (found < 0).any():
+        raise ValueError("lesson_durations: a viewed lesson is missing from the lesson sums (a bug)")
+    return found[inverse.reshape(-1)]
+
+
+def lesson_durations(views: pd.DataFrame, sums: pd.DataFrame | None = None) -> pd.DataFrame:
     """SPEC 1.4: seconds per (user, course, lesson), imputing unfinished views.
 
-    A view that ends its session gets the mean observed d of its (course, lesson) over all users,
-    else the mean of all observed lesson durations, else 0. Returns user_id, course_id, lesson_id,
-    seconds, views, first_seen (epoch s of the first view), first_row (its input row), in the
-    input order of the first views.
+    A view that ends its session gets the mean observed d of its (course, lesson) over all users
+    (`sums`: lesson_sums of the whole log; default: of `views`), else the mean of all observed lesson
+    durations, else 0. Returns user_id, course_id, lesson_id, seconds, views, first_seen (epoch s of
+    the first view), first_row (its input row), in the input order of the first views.
     """
-    per_lesson = views.groupby(["course_id", "lesson_id"], sort=False, observed=True)[["observed_us", "n_observed"]].transform("sum")
-    total_us, total_n = int(views["observed_us"].sum()), int(views["n_observed"].sum())
+    if sums is None:
+        sums = lesson_sums(views)
+    total_us, total_n = int(sums["observed_us"].sum()), int(sums["n_observed"].sum())
     fallback_us = total_us / total_n if total_n else 0.0
-    lesson_n = per_lesson["n_observed"].to_numpy()
-    mean_us = np.where(lesson_n > 0, per_lesson["observed_us"].to_numpy() / np.maximum(lesson_n, 1), fallback_us)
+    lesson_n = sums["n_observed"].to_numpy(np.int64)
+    lesson_mean_us = np.where(lesson_n > 0, sums["observed_us"].to_numpy(np.int64) / np.maximum(lesson_n, 1), fallback_us)
+    mean_us = lesson_mean_us[_lesson_of_view(views, sums)] if len(views) else np.zeros(0)
     n_imputed = views["n_imputed"].to_numpy()
     seconds = (views["observed_us"].to_numpy() + n_imputed * mean_us) / 1e6
     out = pd.DataFrame(
@@ -120,21 +156,6 @@ def lesson_durations(views: pd.DataFrame) -> pd.DataFrame:
             "first_row": views["first_row"].to_numpy(),
         }
     )
-    del per_lesson, views
+    del views
     # input order of each lesson's first view: unique, and the same however the log was partitioned
     return out.take(np.argsort(out["first_row"].to_numpy(), kind="stable")).reset_index(drop=True)
-
-
-def concat_views(parts: list[pd.DataFrame]) -> pd.DataFrame:
-    """The views of all parts as one frame, categoricals merged (plain concat would make them object)."""
-    if len(parts) == 1:
-        return parts[0]
-    from pandas.api.types import union_categoricals
-
-    columns = {}
-    for col in parts[0].columns:
-        if isinstance(parts[0][col].dtype, pd.CategoricalDtype):
-            columns[col] = union_categoricals([p[col] for p in parts])
-        else:
-            columns[col] = pd.concat([p[col] for p in parts], ignore_index=True).array
-    return pd.DataFrame(columns)

@@ -12,7 +12,9 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
 from deeprec.data.ratings.events import check_columns
@@ -22,6 +24,10 @@ from deeprec.errors import DataError
 # every column is read as text: timestamps are parsed by deeprec (numbers or ISO-8601 alike),
 # ids keep leading zeros, and each part of a large file is typed the same way
 TEXT_COLUMNS = ("user_id", "timestamp", "url", "course_id", "lesson_id", "event")
+ROW_ID = "__deeprec_row"  # the input row (0-based) of each event in the out-of-core scratch files
+REJECT_ROW = ROW_ID
+# scratch files of the out-of-core path: Arrow IPC with LZ4, about 5x faster to write and read than Parquet
+SCRATCH_COMPRESSION = "lz4"
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -58,8 +64,8 @@ def _parse_error(path: Path, exc: Exception) -> DataError:
     return DataError(f"{path}: cannot be parsed: {str(exc).strip().splitlines()[0]}")
 
 
-def iter_event_batches(path: str | Path, batch_rows: int) -> Iterator[tuple[Path, pd.DataFrame]]:
-    """(file, frame of <= ~batch_rows rows) for every file at `path`; the columns are checked first."""
+def iter_event_tables(path: str | Path, batch_rows: int) -> Iterator[tuple[Path, pa.Table]]:
+    """(file, Arrow table of <= ~batch_rows rows) for every file at `path`; the columns are checked first."""
     for file in table_files(path):
         suffix = file.suffix.lower()
         if suffix in (".parquet", ".pq"):
@@ -68,8 +74,8 @@ def iter_event_batches(path: str | Path, batch_rows: int) -> Iterator[tuple[Path
             except (pa.ArrowInvalid, OSError) as exc:
                 raise DataError(f"{file}: cannot be read as Parquet: {str(exc).splitlines()[0]}") from None
             check_columns(reader.schema_arrow.names, str(file))
-            for batch in reader.iter_batches(batch_size=batch_rows):
-                yield file, batch.to_pandas()
+            for batch in reader.iter_batches(batch_size=min(batch_rows, 1 << 40)):
+                yield file, pa.Table.from_batches([batch])
             continue
         columns = _csv_header(file)
         check_columns(columns, str(file))
@@ -81,14 +87,20 @@ def iter_event_batches(path: str | Path, batch_rows: int) -> Iterator[tuple[Path
                 pending.append(batch)
                 size += batch.num_rows
                 if size >= batch_rows:
-                    yield file, pa.Table.from_batches(pending).to_pandas()
+                    yield file, pa.Table.from_batches(pending)
                     pending, size = [], 0
             if pending:
-                yield file, pa.Table.from_batches(pending).to_pandas()
+                yield file, pa.Table.from_batches(pending)
         except pa.ArrowInvalid as exc:
             raise _parse_error(file, exc) from None
         except UnicodeDecodeError as exc:
             raise DataError(f"{file}: is not valid UTF-8 text (byte {exc.start}: {exc.reason})") from None
+
+
+def iter_event_batches(path: str | Path, batch_rows: int) -> Iterator[tuple[Path, pd.DataFrame]]:
+    """(file, frame of <= ~batch_rows rows) for every file at `path`; the columns are checked first."""
+    for file, table in iter_event_tables(path, batch_rows):
+        yield file, table.to_pandas()
 
 
 def read_events(path: str | Path, cfg=None) -> pd.DataFrame:
@@ -121,7 +133,7 @@ def read_catalogue(path: str | Path) -> pd.Series:
     return pd.Series(n.to_numpy(np.float64), index=table["course_id"].astype(str).to_numpy(), name="n_lessons")
 
 
-def _parquet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+def parquet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     """Object columns of mixed Python types written as text (rejects keep the raw values)."""
     out = frame.copy()
     for col in out.columns:
@@ -130,19 +142,121 @@ def _parquet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with exactly the columns and types of `schema` (absent columns as nulls)."""
+    columns = [
+        table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def write_scratch(frame: pd.DataFrame | pa.Table, path: Path) -> None:
+    """A scratch table (Arrow IPC file, LZ4) that read_scratch/iter_scratch_batches read back."""
+    table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+    feather.write_feather(table, path, compression=SCRATCH_COMPRESSION)
+
+
+def scratch_writer(path: Path, schema: pa.Schema) -> pa.ipc.RecordBatchFileWriter:
+    """A scratch file written batch by batch (write_table), same format as write_scratch."""
+    return pa.ipc.new_file(path, schema, options=pa.ipc.IpcWriteOptions(compression=SCRATCH_COMPRESSION))
+
+
+def read_scratch(paths: list[Path]) -> pd.DataFrame:
+    """Scratch files as one frame (read, not memory-mapped: mapped pages would count as the process's)."""
+    frames = [feather.read_table(p, memory_map=False).to_pandas() for p in paths]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _scratch_batches(path: Path) -> Iterator[pa.RecordBatch]:
+    reader = pa.ipc.open_file(pa.OSFile(str(path)))
+    for i in range(reader.num_record_batches):
+        yield reader.get_batch(i)
+
+
+def _next_table(batches: Iterator[pa.RecordBatch]) -> pa.Table | None:
+    batch = next(batches, None)
+    return None if batch is None else pa.Table.from_batches([batch])
+
+
+def merge_sorted_scratch(files: list[Path], key: str, out: Path, step: int) -> int:
+    """Merge scratch files each sorted by the unique integer column `key` into one sorted Parquet `out`.
+
+    Streams: files are read a record batch at a time and `key` values merged `step` at a time
+    ([lo, lo + step)), so memory is about step + len(files) batches, not the total.
+    Returns the number of rows written.
+    """
+    schema = pa.unify_schemas([pa.ipc.open_file(pa.OSFile(str(f))).schema for f in files], promote_options="permissive")
+    total = sum(pa.ipc.open_file(pa.OSFile(str(f))).count_rows() for f in files)
+    readers: list = [_scratch_batches(f) for f in files]
+    buffers = [_next_table(r) for r in readers]  # rows read but not yet written, per file
+    heads = [b.column(key)[0].as_py() for b in buffers if b is not None and b.num_rows]
+    low, written = (min(heads) if heads else 0), 0
+    with pq.ParquetWriter(out, schema) as writer:
+        writer.write_table(schema.empty_table())
+        while written < total:
+            high, pieces = low + step, []
+            for i, buffer in enumerate(buffers):
+                # read on while every buffered row of this file is below the step's upper bound
+                while readers[i] is not None and (buffer is None or buffer.num_rows == 0 or buffer.column(key)[-1].as_py() < high):
+                    more = _next_table(readers[i])
+                    if more is None:
+                        readers[i] = None
+                    else:
+                        buffer = more if buffer is None else pa.concat_tables([buffer, more])
+                if buffer is not None and buffer.num_rows:
+                    cut = int(np.searchsorted(buffer.column(key).to_numpy(), high))
+                    pieces.append(_conform(buffer.slice(0, cut), schema))
+                    buffer = buffer.slice(cut)
+                buffers[i] = buffer
+            merged = pa.concat_tables(pieces) if pieces else schema.empty_table()
+            if merged.num_rows:
+                writer.write_table(merged.take(pa.array(np.argsort(merged.column(key).to_numpy(), kind="stable"))))
+                written += merged.num_rows
+            low = high
+    return written
+
+
+def _copy_without(source: Path, target: Path, drop: str, read_rows: int = 1 << 16) -> None:
+    """Copy a Parquet file batch by batch, leaving out the column `drop`."""
+    reader = pq.ParquetFile(source)
+    names = [n for n in reader.schema_arrow.names if n != drop]
+    schema = pa.schema([reader.schema_arrow.field(n) for n in names], metadata=reader.schema_arrow.metadata)
+    with pq.ParquetWriter(target, schema) as writer:
+        writer.write_table(schema.empty_table())
+        for batch in reader.iter_batches(batch_size=read_rows, columns=names):
+            writer.write_table(pa.Table.from_batches([batch], schema=schema))
+
+
+def read_parquet_frame(path: Path, index: str | None = None) -> pd.DataFrame:
+    """A table written by merge_sorted_parquet as a frame; `index` names a column to become the index."""
+    frame = pd.read_parquet(path)
+    if index is not None:
+        frame.index = frame.pop(index).to_numpy()
+    return frame
+
+
 def write_outputs(result, out_dir: str | Path) -> Path:
     """SPEC 1.10 folder: ratings, lesson_durations, rejects (Parquet) and summary.json, atomically.
 
     Everything is written into a temporary sibling folder that is renamed at the end; an existing
     `out_dir` is replaced only then, so a failed run leaves the previous state (or nothing).
+    Tables an out-of-core run kept on disk (`result.files`) are copied there, never loaded whole.
     """
     out_dir = Path(out_dir).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    files = dict(getattr(result, "files", {}) or {})
     try:
         result.ratings.to_parquet(tmp / "ratings.parquet", index=False)
-        result.lesson_durations.to_parquet(tmp / "lesson_durations.parquet", index=False)
-        _parquet_safe(result.rejects).to_parquet(tmp / "rejects.parquet", index=False)
+        if "lesson_durations" in files:
+            shutil.copyfile(files["lesson_durations"], tmp / "lesson_durations.parquet")
+        else:
+            result.lesson_durations.to_parquet(tmp / "lesson_durations.parquet", index=False)
+        if "rejects" in files:
+            _copy_without(files["rejects"], tmp / "rejects.parquet", drop=REJECT_ROW)
+        else:
+            parquet_safe(result.rejects).to_parquet(tmp / "rejects.parquet", index=False)
         with open(tmp / "summary.json", "w") as fh:
             json.dump(result.summary, fh, indent=2, sort_keys=True, default=str)
         if out_dir.exists():
