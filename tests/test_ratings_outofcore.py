@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import deeprec.data.ratings.pipeline as pipeline
+from deeprec.errors import DataError
 from deeprec.data.ratings import RatingsConfig, rate_event_files, rate_events, read_events, write_outputs
 from deeprec.data.ratings.io import merge_sorted_scratch, scratch_writer
 from reference_ratings import reference_ratings
@@ -38,7 +39,7 @@ def assert_same_result(streamed, in_memory):
 
 @pytest.mark.parametrize(
     "batch_rows, n_partitions, threshold",
-    [(7, 0, "global"), (50, 0, "per_user"), (400, 1, "global"), (10**6, 13, "per_user")],
+    [(20, 0, "global"), (90, 0, "per_user"), (400, 1, "global"), (10**6, 13, "per_user")],
 )
 def test_any_chunk_and_partition_size_gives_the_in_memory_output(tmp_path, batch_rows, n_partitions, threshold):
     events = edge_case_log(11, n=1500, users=40)
@@ -128,6 +129,18 @@ def test_on_disk_tables_are_written_and_then_cleaned_up(tmp_path):
     del streamed
     gc.collect()
     assert not scratch.exists()  # the on-disk tables live as long as the result
+
+
+def test_whole_input_errors_name_the_file(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("user_id,timestamp,url\n")
+    with pytest.raises(DataError, match="empty.csv: no rows"):
+        rate_event_files(empty, RatingsConfig(batch_rows=10), work_dir=tmp_path)
+    no_time = tmp_path / "no_time.csv"
+    no_time.write_text("user_id,url\na,/c/x/l1\n")
+    with pytest.raises(DataError, match=r"no_time.csv: required column\(s\) \['timestamp'\] missing"):
+        rate_event_files(no_time, RatingsConfig(batch_rows=10), work_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.csv", "no_time.csv"]  # no scratch left
 
 
 @pytest.mark.parametrize("step, batch", [(1, 2), (37, 5), (10**9, 64)])

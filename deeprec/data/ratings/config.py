@@ -30,8 +30,8 @@ class RatingsConfig:
     train_share: float = 0.7
     catalogue: str | None = None  # optional table course_id, n_lessons (CSV or Parquet)
     engine: str = "pandas"  # chosen by measurement, see scripts/bench_ratings.py
-    n_partitions: int = 0  # out-of-core: user-hash partitions; 0 = one per ~batch_rows*4 input rows
-    batch_rows: int = 2_000_000  # out-of-core: rows read at a time
+    n_partitions: int = 0  # out-of-core: user-hash partitions; 0 = about batch_rows events each
+    batch_rows: int = 2_000_000  # out-of-core: rows read at a time and events per partition (bounds peak memory)
     memory_budget_mb: int = 3000  # inputs estimated above this go out-of-core in deeprec-ratings
 
     def check(self) -> "RatingsConfig":
