@@ -25,6 +25,7 @@ from deeprec.experiments.ratings_paper import (
     itemknn_scores,
     precision_at_user_k,
     random_precision,
+    ranking_keys,
     rated_matrices,
     resample_plan,
     run_from_config,
@@ -78,6 +79,15 @@ def test_precision_at_user_k_matches_a_per_user_loop(rng):
     want = brute_force_precision(scores, exclude, truth, k, tie_rank)
     np.testing.assert_allclose(got, want, equal_nan=True)
     assert math.isnan(got[0])
+
+
+def test_ranking_keys_order_by_score_then_tie_rank(rng):
+    values = rng.choice([-np.inf, -2.5, -1e-20, -0.0, 0.0, 1e-20, 0.25, 3.0, np.inf], size=(30, 9)).astype(np.float32)
+    tie_rank = rng.permutation(9)
+    keys = ranking_keys(torch.from_numpy(values), torch.from_numpy(tie_rank)).numpy()
+    for row, key in zip(values, keys):
+        want = np.lexsort((tie_rank, -row.astype(np.float64)))  # score descending, then tie_rank ascending
+        np.testing.assert_array_equal(np.argsort(-key, kind="stable"), want)
 
 
 def test_precision_at_user_k_by_hand():

@@ -91,6 +91,7 @@ class PaperProtocol:
     duration_penalties: list[str] = field(default_factory=lambda: list(PENALTIES))
     batch_users: int = 4096  # users scored at once (memory ~ batch_users x n_courses)
     device: str = "cpu"  # cpu | cuda: where the ranking runs
+    cpu_threads: int = 1  # torch threads while ranking on CPU (small blocks: 1 is fastest); 0 = torch's default
 
     def check(self) -> "PaperProtocol":
         """Raise ConfigError naming the protocol key when a value is outside its valid set."""
@@ -107,6 +108,8 @@ class PaperProtocol:
         for key, valid in (("tie_break", TIE_BREAKS), ("bonferroni", ("per_table", "all"))):
             if getattr(self, key) not in valid:
                 raise ConfigError(f"protocol.{key}={getattr(self, key)!r} is not valid; choose one of {list(valid)}")
+        if self.cpu_threads < 0:
+            raise ConfigError(f"protocol.cpu_threads={self.cpu_threads} must be >= 0 (0: torch's default)")
         for key in ("k", "neighbours", "sample_users", "batch_users"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"protocol.{key}={getattr(self, key)} must be >= 1")
@@ -257,14 +260,25 @@ def precision_at_user_k(
     exclude, truth: bool [B, I] (train courses never recommended; test courses relevant); equal scores
     are ordered by tie_rank [I] (lower first), so the result does not depend on sort internals.
     """
-    columns = torch.argsort(tie_rank)  # items in tie priority
-    ranked = scores.masked_fill(exclude, -torch.inf)[:, columns]
-    order = torch.sort(ranked, dim=1, descending=True, stable=True).indices[:, :k]
-    top = columns[order]
+    top = torch.topk(ranking_keys(scores, tie_rank).masked_fill(exclude, torch.iinfo(torch.int64).min),
+                     min(k, scores.shape[1]), dim=1).indices
     hits = truth.gather(1, top)
     k_u = truth.sum(1).clamp(max=k)
     within = torch.arange(top.shape[1], device=top.device)[None, :] < k_u[:, None]
     return (hits & within).sum(1).double() / k_u.double()
+
+
+def ranking_keys(scores: torch.Tensor, tie_rank: torch.Tensor) -> torch.Tensor:
+    """keys: [B, I] int64, distinct within a row, ordered as (score as float32, then lower tie_rank).
+
+    The float32 bit pattern, with the bits of negative numbers flipped, is an integer in the order of
+    the values; shifting it left and adding the tie order makes one exact key, so a partial top-k
+    (torch.topk) replaces a full stable sort.
+    """
+    bits = (scores.float() + 0.0).view(torch.int32).to(torch.int64)  # + 0.0 turns -0.0 into 0.0
+    ordered = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
+    n_items = scores.shape[1]
+    return ordered * n_items + (n_items - 1 - tie_rank.to(torch.int64))[None, :]
 
 
 def tie_ranks(mode: str, train: sp.csr_matrix, random_rank: np.ndarray) -> torch.Tensor:
@@ -433,6 +447,16 @@ class PaperResults:
 def run_experiment(result: RatingsResult, protocol: PaperProtocol) -> PaperResults:
     """SPEC 1.11 on a rated log: Tables 2-5 and the curves of Figures 3-4."""
     protocol = protocol.check()
+    threads = torch.get_num_threads()
+    if protocol.cpu_threads:
+        torch.set_num_threads(protocol.cpu_threads)
+    try:
+        return _run_experiment(result, protocol)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_experiment(result: RatingsResult, protocol: PaperProtocol) -> PaperResults:
     started = time.perf_counter()
     strategies = protocol.strategies()
     base = result.rerate()  # the run's own ratings config; threshold and penalty are re-rated below
