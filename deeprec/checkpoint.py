@@ -10,6 +10,7 @@ serves every model.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import tempfile
@@ -61,6 +62,12 @@ def save_checkpoint(recommender: Recommender, data, path: str | Path, extra: dic
     atomic_torch_save({"state_dict": state, "deeprec": checkpoint_meta(recommender, data), **(extra or {})}, path)
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its class name when the message is empty (EOFError())."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """torch.load with weights_only=True; a missing, truncated or unsafe file is a CheckpointError."""
     path = Path(path)
@@ -71,10 +78,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"checkpoint {path} was refused: it contains objects other than tensors and plain values "
-            f"(loading it could run code). Detail: {str(exc).splitlines()[0]}"
+            f"(loading it could run code). Detail: {_first_line(exc)}"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} is truncated or not a checkpoint ({str(exc).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, IndexError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {path} is truncated or not a checkpoint ({_first_line(exc)})") from None
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # torch's zip reader on a cut file; other OSErrors are the disk's
+            raise
+        raise CheckpointError(f"checkpoint {path} is truncated or not a checkpoint ({_first_line(exc)})") from None
     if not isinstance(ckpt, dict) or "deeprec" not in ckpt or "state_dict" not in ckpt:
         raise CheckpointError(f"checkpoint {path} is not a deeprec checkpoint (no 'deeprec' entry)")
     return ckpt
@@ -93,7 +104,7 @@ def load_recommender(path: str | Path, expect_model: str | None = None) -> tuple
     try:
         recommender.load_state_tensors(ckpt["state_dict"])
     except (KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint {path} does not match model {meta['model']!r}: {str(exc).splitlines()[0]}") from None
+        raise CheckpointError(f"checkpoint {path} does not match model {meta['model']!r}: {_first_line(exc)}") from None
     return recommender, meta
 
 

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from deeprec.errors import ConfigError
 
@@ -22,9 +23,12 @@ def validate_section(section: DictConfig | dict, schema: type, where: str) -> An
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), raw)
+        return OmegaConf.to_object(merged)
+    except MissingMandatoryValue as exc:  # a "???" left in the YAML: where "data=events" -> data.<key>=...
+        prefix = where.split("=")[0] + "." if "=" in where else ""
+        raise ConfigError(f"{where}: no value for {exc.full_key}; give {prefix}{exc.full_key}=... on the command line") from None
     except Exception as exc:  # omegaconf ValidationError carries the key and the bad value
         raise ConfigError(f"{where}: {str(exc).splitlines()[0]}") from None
-    return OmegaConf.to_object(merged)
 
 
 def to_plain(obj: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import json
 import os
@@ -20,20 +21,29 @@ from deeprec.errors import ConfigError, DeeprecError
 CONFIG_PATH = "pkg://deeprec.conf"
 
 
+# OSErrors that are the environment's or the user's, not deeprec's: no space, no permission, a
+# read-only file system, a file where a folder is needed (ENOTDIR, EEXIST) or the reverse, a disk quota.
+USER_OS_ERRORS = (
+    errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.EDQUOT,
+)
+
+
 def report_user_errors(prog: str) -> Callable:
-    """Decorator: a DeeprecError ends the program with one line on stderr and exit code 2."""
+    """Decorator: a DeeprecError, an unwritable/full disk or a non-finite training loss ends the
+    program with one line on stderr and exit code 2 (tracebacks are kept for bugs)."""
 
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def inner(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
-            except DeeprecError as exc:
+            except (DeeprecError, FloatingPointError) as exc:  # FloatingPointError: a NaN/inf loss, naming the step
                 print(f"{prog}: error: {exc}", file=sys.stderr)
                 sys.exit(2)
             except OSError as exc:
-                if exc.errno in (28, 13, 30):  # ENOSPC, EACCES, EROFS
-                    print(f"{prog}: error: cannot write {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+                if exc.errno in USER_OS_ERRORS:
+                    where = f" {exc.filename}" if exc.filename else ""
+                    print(f"{prog}: error: cannot write{where}: {exc.strerror or os.strerror(exc.errno)}", file=sys.stderr)
                     sys.exit(2)
                 raise
 
@@ -111,12 +121,16 @@ def ensure_writable_dir(path: str | Path) -> Path:
 
 
 def write_json_atomic(obj: Any, path: str | Path) -> None:
-    """JSON to a temporary file, then rename."""
+    """JSON to a hidden temporary file, then rename; on any failure the temporary file is removed."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def plain(cfg: DictConfig) -> dict:

@@ -32,7 +32,8 @@ def read_table(path: str | Path, dtype=None) -> pd.DataFrame:
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
         sep = "\t" if suffix == ".tsv" else ","
-        return pd.read_csv(path, sep=sep, dtype=dtype, encoding="utf-8", on_bad_lines="error")
+        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name
+        return pd.read_csv(path, sep=sep, dtype=dtype, encoding="utf-8-sig", on_bad_lines="error")
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty (no header, no rows)") from None
     except pd.errors.ParserError as exc:

@@ -127,6 +127,8 @@ class SingleFile:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # left by a killed run
+            stale.unlink(missing_ok=True)
         self.finished: dict[int, int] = {}
         self.complete = False
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
