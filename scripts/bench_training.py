@@ -109,7 +109,7 @@ def measure(job: dict) -> dict:
         if device == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        samples = len(model._train_loader.dataset) * epochs
+        samples = len(model.training_rows[0]) * epochs
         loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
     else:
         start = time.perf_counter()

@@ -58,14 +58,16 @@ class LightningRecommender(pl.LightningModule, Recommender):
         raise NotImplementedError
 
     def fit(self, data, trainer: pl.Trainer | None = None, ckpt_path: str | None = None) -> "LightningRecommender":
+        """Fit on an InteractionData or an InteractionDataModule through a Lightning Trainer."""
         from deeprec.checkpoint import checkpoint_meta
+        from deeprec.data.datamodule import InteractionDataModule
 
         if trainer is None:
             trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
-        self.prepare(data)
-        self._ckpt_meta = checkpoint_meta(self, data)
-        self._train_loader = self.train_dataloader_for(data)
-        trainer.fit(self, train_dataloaders=self._train_loader, ckpt_path=ckpt_path, weights_only=True)
+        datamodule = data if isinstance(data, InteractionDataModule) else InteractionDataModule(data)
+        self.prepare(datamodule.data)
+        self._ckpt_meta = checkpoint_meta(self, datamodule.data)
+        trainer.fit(self, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         return self
 
     def init_args(self) -> dict[str, Any]:
