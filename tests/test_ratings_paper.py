@@ -115,6 +115,22 @@ def test_itemknn_scores_match_a_dense_reference(rng):
     assert (np.count_nonzero(sim.toarray(), axis=1) <= 4).all()
 
 
+def test_scores_equal_the_itemknn_baseline_when_no_train_rating_is_zero(rng):
+    from deeprec.baselines.knn import ItemKNN
+    from deeprec.data.interactions import InteractionData
+
+    users, items = 30, 10
+    train = rng.random((users, items)) < 0.4
+    u, i = np.nonzero(train)
+    frame = pd.DataFrame({"user": u, "item": i, "rating": rng.uniform(0.5, 5, len(u)).astype(np.float32),
+                          "timestamp": np.nan, "split": "train"})
+    data = InteractionData(frame, np.arange(users), np.arange(items))
+    baseline = ItemKNN(users, items, neighbours=3).fit(data)
+    ratings = data.matrix("train")
+    ours = itemknn_scores(ratings, train.sum(1), item_similarity(ratings, 3, 0.001))
+    np.testing.assert_allclose(baseline.score(torch.arange(users)).numpy(), ours, rtol=1e-5, atol=1e-6)
+
+
 def tiny_ratings() -> pd.DataFrame:
     """Three users with hand-set shares: u1's per-user threshold is 0.6, the global one 0.5."""
     return pd.DataFrame({
