@@ -13,6 +13,7 @@ from deeprec.baselines.pop import Popularity
 from deeprec.data.interactions import from_frame
 from deeprec.evaluation.evaluator import evaluate_recommender
 from deeprec.models.attention import AttentionRanker, prefix_histories
+from test_lstm import RandomScores, quiet_trainer
 
 N_TOPICS, PER_TOPIC, WARM = 4, 12, 8
 SMALL = dict(embedding_dim=16, attention_hidden=8, mlp_hidden=16, dropout=0.0, max_len=8, lr=0.01, batch_size=64)
@@ -45,23 +46,6 @@ def topic_data(n_users=120, seed=0, with_features=True):
     return from_frame(frame, "planted-topics", item_features=features)
 
 
-def quiet_trainer(epochs):
-    return pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, deterministic=True)
-
-
-class RandomScores:
-    device = torch.device("cpu")
-
-    def __init__(self, n_items):
-        self.n_items = n_items
-        self.generator = torch.Generator().manual_seed(0)
-
-    def score(self, users):
-        return torch.rand(len(users), self.n_items, generator=self.generator)
-
-    def observe(self, data, splits):
-        pass
 
 
 def fitted(data, epochs=15, **hp):
