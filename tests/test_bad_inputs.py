@@ -8,7 +8,6 @@ in-process (sys.argv + SystemExit) to check the exit code and that no traceback 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,8 @@ from deeprec.checkpoint import load_recommender, save_checkpoint
 from deeprec.data.adapters.interactions import InteractionsDataConfig, load
 from deeprec.data.ratings import RatingsConfig, rate_events, rate_log
 from deeprec.data.splits import SplitConfig
-from deeprec.errors import CheckpointError, ConfigError, DataError
+from deeprec.errors import CheckpointError, DataError
+from inprocess_cli import run_cli
 
 HEADER = "user_id,timestamp,url\n"
 
@@ -52,21 +52,6 @@ def interactions(path: Path, **cfg):
 
 def reasons(frame: pd.DataFrame) -> list[str]:
     return frame["reason"].tolist()
-
-
-def run_cli(module: str, argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
-    """A console script's main() in-process: (exit code, stderr)."""
-    import importlib
-
-    main = importlib.import_module(module).main
-    monkeypatch.setattr(sys, "argv", [module, *argv])
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    return code, capsys.readouterr().err
 
 
 both_paths = pytest.mark.parametrize("out_of_core", [False, True], ids=["in-memory", "out-of-core"])
@@ -375,6 +360,24 @@ def test_train_dataset_with_one_user(tmp_path):
     # d, are both test items: hit@5 = recall@5 = 1, precision@5 = 2 / 5.
     assert metrics["n_users_evaluated"] == 1 and metrics["hit@5"] == 1.0 and metrics["recall@5"] == 1.0
     assert metrics["precision@5"] == pytest.approx(0.4)
+
+
+@pytest.mark.xfail(strict=True, reason="deeprec/cli/train.py fit_model resumes from last.ckpt without comparing its "
+                   "'deeprec' entry with the configured model, so Lightning's load_state_dict size-mismatch RuntimeError is a "
+                   "traceback; fix: read_checkpoint(last) and raise CheckpointError naming run_dir, the checkpoint's model/"
+                   "init_args and the differing keys (suggest another run_dir or resume=false)")
+def test_train_resume_with_a_checkpoint_of_another_model_is_one_line(table, tmp_path, monkeypatch, capsys):
+    # case: train-resume-other-model: run_dir holds an ncf with gmf_dim=4, the resumed config asks for 8
+    from hydra import compose, initialize_config_module
+
+    from deeprec.cli.train import train
+
+    tiny = ["data=interactions", f"data.path={table}", "model=ncf", "model.mlp_dim=4", "model.mlp_layers=[8]",
+            f"run_dir={tmp_path / 'run'}"]
+    with initialize_config_module("deeprec.conf", version_base="1.3"):
+        train(compose("train", overrides=[*tiny, "model.gmf_dim=4", "trainer.max_epochs=1"]))
+    code, err = run_cli("deeprec.cli.train", [*tiny, "model.gmf_dim=8", "trainer.max_epochs=2", "resume=true"], monkeypatch, capsys)
+    assert code == 2 and "gmf_dim" in err and "Traceback" not in err
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_module
+from inprocess_cli import run_cli
 
 NCF_TINY = ["model=ncf", "model.gmf_dim=4", "model.mlp_dim=4", "model.mlp_layers=[8]", "model.batch_size=64",
             "model.dropout=0.1", "model.lr=0.01", "trainer=cpu", "eval.patience=0", "seed=1"]
@@ -49,21 +50,6 @@ def one_thread():
 def train_cfg(overrides: list[str]):
     with initialize_config_module("deeprec.conf", version_base="1.3"):
         return compose("train", overrides=overrides)
-
-
-def run_cli(module: str, argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
-    """A console script's main() in-process: (exit code, stderr)."""
-    import importlib
-
-    main = importlib.import_module(module).main
-    monkeypatch.setattr(sys, "argv", [module, *argv])
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    return code, capsys.readouterr().err
 
 
 # -- kill -9 during training, then resume=true ------------------------------------------------------

@@ -17,6 +17,7 @@ import torch
 
 from deeprec.checkpoint import load_recommender
 from deeprec.errors import CheckpointError
+from inprocess_cli import run_cli
 
 PACKAGE = Path(__file__).resolve().parents[1] / "deeprec"
 
@@ -44,20 +45,6 @@ def evil_checkpoint(path: Path, marker: Path, where: str = "top") -> Path:
         ckpt["deeprec"]["init_args"] = {"n_users": payload}
     torch.save(ckpt, path)
     return path
-
-
-def run_cli(module: str, argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
-    import importlib
-
-    main = importlib.import_module(module).main
-    monkeypatch.setattr(sys, "argv", [module, *argv])
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    return code, capsys.readouterr().err
 
 
 # -- malicious pickles ---------------------------------------------------------------------------------

@@ -43,7 +43,8 @@ def report_user_errors(prog: str) -> Callable:
             except OSError as exc:
                 if exc.errno in USER_OS_ERRORS:
                     where = f" {exc.filename}" if exc.filename else ""
-                    print(f"{prog}: error: cannot write{where}: {exc.strerror or os.strerror(exc.errno)}", file=sys.stderr)
+                    hint = " (a file stands where a folder is needed)" if exc.errno in (errno.ENOTDIR, errno.EEXIST) else ""
+                    print(f"{prog}: error: cannot write{where}: {exc.strerror or os.strerror(exc.errno)}{hint}", file=sys.stderr)
                     sys.exit(2)
                 raise
 

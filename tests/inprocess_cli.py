@@ -1,0 +1,19 @@
+"""Run a deeprec console script's main() in this process (no interpreter start-up): exit code + stderr."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+
+def run_cli(module: str, argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
+    """main() of `module` (e.g. "deeprec.cli.train") with sys.argv = argv: (exit code, stderr)."""
+    main = importlib.import_module(module).main
+    monkeypatch.setattr(sys, "argv", [module, *argv])
+    capsys.readouterr()
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    return code, capsys.readouterr().err
