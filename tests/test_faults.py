@@ -64,8 +64,6 @@ def test_kill_minus_9_during_training_then_resume_equals_uninterrupted(table, tm
     code = "import torch; torch.set_num_threads(1); from deeprec.cli.train import main; main()"
     proc = subprocess.Popen([sys.executable, "-c", code, *overrides, f"run_dir={killed_dir}"], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    # the uninterrupted run, in this process while the other one starts (imports take seconds)
-    straight = train(train_cfg([*overrides, f"run_dir={tmp_path / 'straight'}"]))
     delay = np.random.default_rng(2024).uniform(0.0, 0.6)  # the random moment, seeded by the test
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not (killed_dir / "checkpoints" / "last.ckpt").exists():
@@ -78,7 +76,22 @@ def test_kill_minus_9_during_training_then_resume_equals_uninterrupted(table, tm
     stopped_at = torch.load(killed_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
     assert stopped_at < epochs - 1  # the resumed run has epochs left to train
 
-    resumed = train(train_cfg([*overrides, f"run_dir={killed_dir}", "resume=true"]))
+    from deeprec.models.ncf import NCF
+
+    epochs_run = []
+    real_start = NCF.on_train_epoch_start
+
+    def recording(self):
+        epochs_run.append(self.current_epoch)
+        real_start(self)
+
+    NCF.on_train_epoch_start = recording
+    try:
+        resumed = train(train_cfg([*overrides, f"run_dir={killed_dir}", "resume=true"]))
+    finally:
+        NCF.on_train_epoch_start = real_start
+    assert epochs_run == list(range(stopped_at + 1, epochs))  # continued from the checkpoint, not from scratch
+    straight = train(train_cfg([*overrides, f"run_dir={tmp_path / 'straight'}"]))  # never interrupted
     assert set(resumed) == set(straight)
     for key, value in straight.items():
         assert resumed[key] == pytest.approx(value, abs=1e-6), key
