@@ -116,7 +116,7 @@ def ease_ckpt(tmp_path_factory) -> Path:
 
 
 def test_score_killed_mid_write_leaves_no_output_and_the_rerun_completes(ease_ckpt, tmp_path):
-    # case: fault-kill-score-single-file. The process kills itself (SIGKILL) after its 3rd part reached the
+    # case: fault-kill-score (one-file output). The process kills itself (SIGKILL) after its 3rd part reached the
     # hidden temporary file: a deterministic "kill -9 mid-write".
     from deeprec.scoring.batch import ScoreConfig, score_users
 
