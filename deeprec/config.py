@@ -28,7 +28,9 @@ def validate_section(section: DictConfig | dict, schema: type, where: str) -> An
         prefix = where.split("=")[0] + "." if "=" in where else ""
         raise ConfigError(f"{where}: no value for {exc.full_key}; give {prefix}{exc.full_key}=... on the command line") from None
     except Exception as exc:  # omegaconf ValidationError carries the key and the bad value
-        raise ConfigError(f"{where}: {str(exc).splitlines()[0]}") from None
+        key = getattr(exc, "full_key", None)
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: {key}: {first}" if key and key not in first else f"{where}: {first}") from None
 
 
 def to_plain(obj: Any) -> Any:

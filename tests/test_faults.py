@@ -144,10 +144,6 @@ def test_score_killed_mid_write_leaves_no_output_and_the_rerun_completes(ease_ck
 
 
 # -- unwritable run_dir / output, full disk ---------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="Hydra creates hydra.run.dir=${run_dir} (and writes .hydra/ into it) before "
-                   "deeprec-train's main runs, so a run_dir that cannot be created is Hydra's NotADirectoryError/"
-                   "PermissionError traceback (exit 1). Fix in conf/train.yaml + deeprec/cli/train.py: hydra.run.dir: '.', "
-                   "hydra.output_subdir: null, and save the composed config into run_dir after ensure_writable_dir")
 def test_run_dir_that_cannot_be_created_is_a_one_line_error(table, tmp_path, monkeypatch, capsys):
     # case: fault-unwritable-run-dir (a file where the run_dir's parent folder must go)
     blocker = tmp_path / "blocker"

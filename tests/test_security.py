@@ -112,9 +112,6 @@ def test_malicious_resume_checkpoint_never_runs(resume_with_evil_last):
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="deeprec/cli/train.py fit_model hands last.ckpt straight to Lightning, whose "
-                   "UnpicklingError is a traceback; fix: read_checkpoint(last) (deeprec.checkpoint) before "
-                   "model.fit(..., ckpt_path=last) so the refusal is a one-line CheckpointError, exit 2")
 def test_malicious_resume_checkpoint_is_a_one_line_error(resume_with_evil_last):
     code, err, _ = resume_with_evil_last
     assert code == 2 and "refused" in err and "Traceback" not in err

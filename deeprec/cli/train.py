@@ -6,15 +6,16 @@ metrics.json (the shared evaluation of the test split) and id_maps/{users,items}
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 import hydra
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from deeprec.cli.common import (
     CONFIG_PATH,
@@ -27,8 +28,58 @@ from deeprec.cli.common import (
     write_json_atomic,
 )
 from deeprec.config import validate_section
+from deeprec.errors import ConfigError
 
 log = logging.getLogger("deeprec.train")
+
+
+@dataclass
+class EvalConfig:
+    ks: list[int] = field(default_factory=lambda: [5, 10, 20])  # cut-offs of every metric
+    batch_size: int = 1024  # users scored at once
+    monitor: str = "ndcg@10"  # valid/<monitor> drives checkpoints and early stopping
+    patience: int = 5  # epochs without improvement before early stopping (0: off)
+
+
+@dataclass
+class RunConfig:
+    """The keys of train.yaml besides data / model / trainer (compare.yaml adds its own)."""
+
+    run_dir: str = "runs/run"
+    seed: int = 0
+    resume: bool = False
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def validate_run(cfg: DictConfig) -> None:
+    """Fail fast, in one line, on a bad seed / resume / eval value or a bad trainer section."""
+    keys = {f.name for f in dataclasses.fields(RunConfig)}
+    run = validate_section({k: v for k, v in plain(cfg).items() if k in keys}, RunConfig, "config")
+    if not run.eval.ks or min(run.eval.ks) < 1:
+        raise ConfigError(f"eval.ks={run.eval.ks} must list cut-offs of at least 1")
+    if run.eval.batch_size < 1 or run.eval.patience < 0:
+        raise ConfigError(f"eval.batch_size={run.eval.batch_size} must be >= 1 and eval.patience={run.eval.patience} >= 0")
+    if run.eval.monitor.split("@")[0] not in ("precision", "recall", "f1", "hit", "ndcg", "map", "mrr", "coverage"):
+        raise ConfigError(f"eval.monitor={run.eval.monitor!r} is not a metric@k such as ndcg@10")
+    validate_section(cfg.trainer, TrainerConfig, "trainer")
+
+
+def check_resume_matches(last: Path, model) -> None:
+    """Resume only from a checkpoint of the same model and hyper-parameters (read with weights_only)."""
+    from deeprec.checkpoint import read_checkpoint
+    from deeprec.errors import CheckpointError
+
+    meta = read_checkpoint(last)["deeprec"]
+    want = model.init_args()
+    if meta.get("model") != model.name:
+        raise CheckpointError(f"resume=true: {last} holds model {meta.get('model')!r}, not {model.name!r}; "
+                              "use another run_dir or resume=false")
+    have = meta.get("init_args", {})
+    differ = sorted(k for k in set(want) | set(have) if have.get(k) != want.get(k))
+    if differ:
+        detail = ", ".join(f"{k}: {have.get(k)!r} in the checkpoint, {want.get(k)!r} now" for k in differ)
+        raise CheckpointError(f"resume=true: {last} was trained with other settings ({detail}); "
+                              "use another run_dir or resume=false")
 
 
 def write_id_maps(data, run_dir: Path) -> None:
@@ -95,6 +146,8 @@ def fit_model(cfg: DictConfig, data, run_dir: Path, logger):
     if getattr(model, "uses_trainer", False):
         trainer = make_trainer(cfg, data, run_dir, logger)
         resume_from = str(last) if cfg.resume and last.exists() else None
+        if resume_from is not None:
+            check_resume_matches(last, model)
         model.fit(data, trainer=trainer, ckpt_path=resume_from)
         best = ckpt_dir / "best.ckpt"
         model, _ = load_recommender(best if best.exists() else last)
@@ -125,8 +178,12 @@ def run_training(cfg: DictConfig, data=None) -> TrainResult:
     from pytorch_lightning.utilities import rank_zero_only
 
     from deeprec.evaluation.evaluator import evaluate_recommender
+    from deeprec.evaluation.report import write_text_atomic
 
+    validate_run(cfg)
     run_dir = ensure_writable_dir(cfg.run_dir)
+    if rank_zero_only.rank == 0:
+        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if data is None:
         data = load_data(cfg.data)
