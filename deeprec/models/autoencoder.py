@@ -78,6 +78,12 @@ def embedding_frame(ids, key: str, vectors: torch.Tensor) -> pd.DataFrame:
     return frame
 
 
+def projector_labels(ids) -> list[str]:
+    """One line per id for the projector's metadata.tsv: tabs, newlines and backslashes escaped."""
+    table = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+    return [str(i).translate(table) for i in ids]
+
+
 class AutoencoderRecommender(LightningRecommender):
     """score(users [B]) -> [B, I] decoder logits of the users' stored history rows."""
 
@@ -269,8 +275,8 @@ class AutoencoderRecommender(LightningRecommender):
         write_parquet_atomic(embedding_frame(user_ids, "user_id", users), out / "users.parquet")
         write_parquet_atomic(embedding_frame(item_ids, "item_id", items), out / "items.parquet")
         writer = SummaryWriter(log_dir=str(log_dir or Path(run_dir) / "tensorboard"))
-        writer.add_embedding(users, metadata=[str(u) for u in user_ids], tag="user_embeddings", global_step=global_step)
-        writer.add_embedding(items, metadata=[str(i) for i in item_ids], tag="item_embeddings", global_step=global_step)
+        writer.add_embedding(users, metadata=projector_labels(user_ids), tag="user_embeddings", global_step=global_step)
+        writer.add_embedding(items, metadata=projector_labels(item_ids), tag="item_embeddings", global_step=global_step)
         writer.close()
         return out
 
