@@ -26,8 +26,11 @@ from deeprec.errors import DataError
 TEXT_COLUMNS = ("user_id", "timestamp", "url", "course_id", "lesson_id", "event")
 ROW_ID = "__deeprec_row"  # the input row (0-based) of each event in the out-of-core scratch files
 REJECT_ROW = ROW_ID
-# scratch files of the out-of-core path: Arrow IPC with LZ4, about 5x faster to write and read than Parquet
+# scratch files of the out-of-core path: Arrow IPC with LZ4, about 5x faster to write and read than Parquet;
+# small record batches, so that merging many partition files holds little of each
 SCRATCH_COMPRESSION = "lz4"
+SCRATCH_BATCH_ROWS = 8192
+CSV_BYTES_PER_ROW = 60  # about one CSV line of SPEC 1.1 (user, epoch seconds, URL, event)
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -42,11 +45,14 @@ def _csv_header(path: Path) -> list[str]:
     return [c.strip().strip('"') for c in line.rstrip("\r\n").split(sep)]
 
 
-def _csv_options(path: Path, columns: list[str]):
+def _csv_options(path: Path, columns: list[str], batch_rows: int = 1 << 62):
+    """pyarrow CSV options; blocks of about batch_rows / 8 lines (1-16 MiB): the streaming reader
+    holds several blocks ahead, so its memory follows the batch size."""
     sep = "\t" if path.suffix.lower() == ".tsv" else ","
     types = {c: pa.string() for c in columns}
+    block = int(min(1 << 24, max(1 << 20, batch_rows * CSV_BYTES_PER_ROW // 8)))
     return (
-        pacsv.ReadOptions(block_size=1 << 24),
+        pacsv.ReadOptions(block_size=block),
         pacsv.ParseOptions(delimiter=sep),
         pacsv.ConvertOptions(column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False),
     )
@@ -79,7 +85,7 @@ def iter_event_tables(path: str | Path, batch_rows: int) -> Iterator[tuple[Path,
             continue
         columns = _csv_header(file)
         check_columns(columns, str(file))
-        read, parse, convert = _csv_options(file, [c for c in columns if c in TEXT_COLUMNS])
+        read, parse, convert = _csv_options(file, [c for c in columns if c in TEXT_COLUMNS], batch_rows)
         try:
             stream = pacsv.open_csv(file, read_options=read, parse_options=parse, convert_options=convert)
             pending, size = [], 0
@@ -154,7 +160,7 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 def write_scratch(frame: pd.DataFrame | pa.Table, path: Path) -> None:
     """A scratch table (Arrow IPC file, LZ4) that read_scratch/iter_scratch_batches read back."""
     table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
-    feather.write_feather(table, path, compression=SCRATCH_COMPRESSION)
+    feather.write_feather(table, path, compression=SCRATCH_COMPRESSION, chunksize=SCRATCH_BATCH_ROWS)
 
 
 def scratch_writer(path: Path, schema: pa.Schema) -> pa.ipc.RecordBatchFileWriter:

@@ -18,18 +18,14 @@ from deeprec.data.ratings.config import RatingsConfig
 from deeprec.data.ratings.durations import EventAggregates, aggregate_events, lesson_durations, lesson_sums, merge_lesson_sums
 from deeprec.data.ratings.events import REJECT_REASONS, validate_events
 from deeprec.data.ratings.io import (
-    ROW_ID, iter_event_tables, merge_sorted_scratch, parquet_safe, read_catalogue, read_parquet_frame, read_scratch,
-    scratch_writer, write_scratch,
+    CSV_BYTES_PER_ROW, ROW_ID, iter_event_tables, merge_sorted_scratch, parquet_safe, read_catalogue,
+    read_parquet_frame, read_scratch, scratch_writer, write_scratch,
 )
 from deeprec.data.ratings.rating import (
     FILTERS, RATING_COLUMNS, course_shares, filter_users, rate_pairs, ratings_from_durations, temporal_split,
 )
 from deeprec.data.tables import table_files
 from deeprec.errors import DataError
-
-BYTES_PER_EVENT = 60  # about one CSV line of SPEC 1.1 (user, epoch seconds, URL, event)
-
-
 
 class RatingsResult:
     """The SPEC 1.10 tables plus what re-rating needs (sessions per user, lessons per course, cfg).
@@ -66,7 +62,8 @@ class RatingsResult:
 
     def rerate(self, **changes) -> pd.DataFrame:
         """Ratings under another strategy (threshold, penalty, min_lesson_seconds, filters) without
-        recomputing sessions or durations: rerate(threshold="global", penalty="log")."""
+        recomputing sessions or durations: rerate(threshold="global", penalty="log").
+        It holds all lesson durations in memory (also those an out-of-core run kept on disk)."""
         cfg = dataclasses.replace(self.cfg, **changes).check()
         ratings, _ = ratings_from_durations(self.lesson_durations, self.sessions, cfg, self.lessons_in)
         return ratings
@@ -133,7 +130,7 @@ def _auto_partitions(path: str | Path, cfg: RatingsConfig) -> int:
     """Partitions of about batch_rows events each (estimated from file sizes), so memory follows batch_rows."""
     if cfg.n_partitions:
         return int(cfg.n_partitions)
-    return max(1, math.ceil(input_megabytes(path) * 2**20 / (cfg.batch_rows * BYTES_PER_EVENT)))
+    return max(1, math.ceil(input_megabytes(path) * 2**20 / (cfg.batch_rows * CSV_BYTES_PER_ROW)))
 
 
 def _user_partition(user_ids: pa.ChunkedArray, n_parts: int) -> np.ndarray:
@@ -220,12 +217,14 @@ def _rate_part(folder: Path, sums: pd.DataFrame, lessons_in: pd.Series, sessions
     return pairs.astype({"course_id": "str"}), users_before, removed
 
 
-def _rate_all_pairs(pairs: pd.DataFrame, cfg: RatingsConfig) -> pd.DataFrame:
-    """SPEC 1.7-1.9 on the kept pairs of every part, as ratings_from_durations does on one frame.
+def _rate_all_pairs(kept: list[pd.DataFrame], cfg: RatingsConfig) -> pd.DataFrame:
+    """SPEC 1.7-1.9 on the kept pairs of every part (emptied), as ratings_from_durations does on one frame.
 
     The pairs are first put in the in-memory path's order (by first counted view), so that the
     global threshold sums the same numbers in the same order: identical ratings, not just close.
     """
+    pairs = pd.concat(kept, ignore_index=True)
+    kept.clear()  # one copy of the pairs at a time
     pairs = pairs.take(np.lexsort((pairs["first_row"].to_numpy(), pairs["first_seen"].to_numpy())))
     pairs = pairs.assign(rating=rate_pairs(pairs, cfg.threshold, cfg.penalty), split=temporal_split(pairs, cfg.train_share))
     pairs = pairs.sort_values(["user_id", "first_seen", "first_row"], kind="stable", ignore_index=True)
@@ -264,8 +263,7 @@ def rate_event_files(path: str | Path, cfg: RatingsConfig | None = None, work_di
             kept.append(pairs)
             users_before += before
             removed = {name: removed[name] + gone[name] for name in FILTERS}
-        ratings = _rate_all_pairs(pd.concat(kept, ignore_index=True), cfg)
-        del kept
+        ratings = _rate_all_pairs(kept, cfg)
         sessions = pd.concat([p.sessions for p in parts])
         files = {
             "lesson_durations": scratch / "lesson_durations.parquet",
