@@ -266,7 +266,8 @@ def main() -> None:
     for r in results["curve"]:
         lines.append(f"| {r['events']:,} | {r['mode']} | {r['batch_rows'] or ''} | {r['csv_mb']:.0f} | {r['wall_s']:.1f} | "
                      f"{r['events_per_s']:,.0f} | {r['peak_rss_mb']:.0f} | {r['ratings']:,} | {r.get('same_as_in_memory', '')} |")
-    lines += ["", "| engine (SPEC 1.1-1.4 core) | events | wall s | x deeprec | peak RSS MB | same sums |", "|---|---|---|---|---|---|"]
+    if results["engines"]:
+        lines += ["", "| engine (SPEC 1.1-1.4 core) | events | wall s | x deeprec | peak RSS MB | same sums |", "|---|---|---|---|---|---|"]
     for r in results["engines"]:
         if "error" in r:
             lines.append(f"| {r['engine']} | {r['events']:,} | error: {r['error']} | | | |")
