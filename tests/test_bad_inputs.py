@@ -94,8 +94,6 @@ def test_ratings_no_such_path_and_empty_folder(tmp_path, out_of_core):
         rated(tmp_path / "logs", out_of_core)
 
 
-@pytest.mark.xfail(strict=True, reason="deeprec/data/ratings/io.py _parse_error: pandas accepts short rows, so the "
-                   "line of a row with too few fields is not named (fix: find the first line whose field count differs)")
 def test_ratings_too_few_fields_names_the_line(tmp_path):
     # case: ratings-too-few-fields (line number)
     path = write(tmp_path, "short.csv", HEADER + "a,0,/c/x/l1\na,1\n")
@@ -103,8 +101,6 @@ def test_ratings_too_few_fields_names_the_line(tmp_path):
         rated(path, False)
 
 
-@pytest.mark.xfail(strict=True, reason="deeprec/data/ratings/io.py _csv_header opens with encoding='utf-8'; a byte-order "
-                   "mark becomes part of 'user_id' (fix: encoding='utf-8-sig'; pyarrow already skips it)")
 def test_ratings_byte_order_mark_header_is_read(tmp_path):
     # case: ratings-bom-header
     path = write(tmp_path, "excel.csv", "\ufeff" + HEADER + "a,0,/c/x/l1\na,10,/home\n")

@@ -240,9 +240,6 @@ def test_projector_metadata_keeps_one_row_per_id(tmp_path):
         assert len(lines) in (data.n_users, data.n_items), path
 
 
-@pytest.mark.xfail(strict=True, reason="deeprec/data/ratings/events.py validate_events (MultiIndex of course_all.astype(str)) "
-                   "and durations.py (pd.Categorical(lesson_course.astype(str)), lines ~79-123) go through numpy's "
-                   "fixed-width str, which drops trailing NUL characters: 'c\\x00' merges with 'c'. Fix: keep object arrays")
 def test_ratings_ids_ending_in_nul_stay_distinct():
     # case: security-hostile-ids (trailing NUL)
     from deeprec.data.ratings import RatingsConfig, rate_events

@@ -32,7 +32,7 @@ class RatingsConfig:
     engine: str = "pandas"  # chosen by measurement, see scripts/bench_ratings.py
     n_partitions: int = 0  # out-of-core: user-hash partitions; 0 = about batch_rows events each
     batch_rows: int = 2_000_000  # out-of-core: rows read at a time and events per partition (bounds peak memory)
-    memory_budget_mb: int = 3000  # inputs estimated above this go out-of-core in deeprec-ratings
+    memory_budget_mb: int = 300  # inputs estimated above this go out-of-core in deeprec-ratings
 
     def check(self) -> "RatingsConfig":
         """Raise ConfigError naming the key when a value is outside its valid set."""

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from deeprec.data.ratings.config import RatingsConfig
-from deeprec.data.ratings.events import ValidatedEvents
+from deeprec.data.ratings.events import ValidatedEvents, as_text
 
 
 
@@ -76,8 +76,8 @@ def aggregate_events(ev: ValidatedEvents, cfg: RatingsConfig) -> EventAggregates
     u = grouped.index.get_level_values(0).to_numpy()
     les = grouped.index.get_level_values(1).to_numpy()
     # course and lesson as categoricals (few distinct values): a compact frame for large logs
-    course = pd.Categorical(ev.lesson_course.astype(str))
-    name = pd.Categorical(ev.lesson_name.astype(str))
+    course = pd.Categorical(as_text(ev.lesson_course))
+    name = pd.Categorical(as_text(ev.lesson_name))
     views = pd.DataFrame(
         {
             "user_id": pd.array(ev.user_ids[u], dtype="str"),
@@ -119,10 +119,10 @@ def _lesson_of_view(views: pd.DataFrame, sums: pd.DataFrame) -> np.ndarray:
     key = course.codes.astype(np.int64) * max(len(name.categories), 1) + name.codes
     distinct, inverse = np.unique(key, return_inverse=True)
     wanted = pd.MultiIndex.from_arrays(
-        [np.asarray(course.categories, dtype=object)[distinct // max(len(name.categories), 1)].astype(str),
-         np.asarray(name.categories, dtype=object)[distinct % max(len(name.categories), 1)].astype(str)]
+        [as_text(np.asarray(course.categories, dtype=object)[distinct // max(len(name.categories), 1)]),
+         as_text(np.asarray(name.categories, dtype=object)[distinct % max(len(name.categories), 1)])]
     )
-    found = pd.MultiIndex.from_arrays([sums["course_id"].astype(str), sums["lesson_id"].astype(str)]).get_indexer(wanted)
+    found = pd.MultiIndex.from_arrays([as_text(sums["course_id"]), as_text(sums["lesson_id"])]).get_indexer(wanted)
     if (found < 0).any():
         raise ValueError("lesson_durations: a viewed lesson is missing from the lesson sums (a bug)")
     return found[inverse.reshape(-1)]

@@ -98,6 +98,12 @@ def user_time_order(user: np.ndarray, ts_us: np.ndarray, row: np.ndarray) -> np.
     return np.lexsort((row, ts_us, user))
 
 
+def as_text(values) -> np.ndarray:
+    """[N] object array of Python str. Not numpy's astype(str): its fixed-width strings drop a trailing NUL,
+    which would merge the ids "c\\x00" and "c"."""
+    return pd.Index(np.asarray(values, dtype=object)).astype(str).to_numpy(dtype=object)
+
+
 def _codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """(codes [N] int64, -1 for null; uniques as strings): factorize once, work on the few uniques."""
     if values.dtype == object:  # mixed Python types: 1 and "1" are the same id
@@ -190,7 +196,7 @@ def validate_events(events: pd.DataFrame, cfg: RatingsConfig, source: str, row_i
     course_all = np.concatenate(lesson_course) if lesson_course else np.zeros(0, object)
     name_all = np.concatenate(lesson_name) if lesson_name else np.zeros(0, object)
     if len(course_all):
-        merged = pd.MultiIndex.from_arrays([course_all.astype(str), name_all.astype(str)])
+        merged = pd.MultiIndex.from_arrays([as_text(course_all), as_text(name_all)])
         merged_code, merged_uni = pd.factorize(merged)
         lesson_of_row = np.where(lesson_of_row >= 0, merged_code[np.maximum(lesson_of_row, 0)], -1)
         lesson_course = np.asarray(merged_uni.get_level_values(0), dtype=object)

@@ -35,7 +35,7 @@ CSV_BYTES_PER_ROW = 60  # about one CSV line of SPEC 1.1 (user, epoch seconds, U
 
 def _csv_header(path: Path) -> list[str]:
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:  # -sig: an Excel byte-order mark is not part of the header
             line = fh.readline()
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: is not valid UTF-8 text (byte {exc.start}: {exc.reason})") from None
@@ -67,7 +67,22 @@ def _parse_error(path: Path, exc: Exception) -> DataError:
         return DataError(f"{path}: cannot be parsed: {str(pexc).strip()}")
     except Exception:  # noqa: BLE001 - fall back to pyarrow's own message
         pass
-    return DataError(f"{path}: cannot be parsed: {str(exc).strip().splitlines()[0]}")
+    line = _first_ragged_line(path)
+    where = f" (line {line} has another number of fields than the header)" if line else ""
+    return DataError(f"{path}: cannot be parsed{where}: {str(exc).strip().splitlines()[0]}")
+
+
+def _first_ragged_line(path: Path) -> int | None:
+    """1-based number of the first line whose field count differs from the header's (error path only)."""
+    import csv
+
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        width = len(next(reader, []))
+        for fields in reader:
+            if fields and len(fields) != width:
+                return reader.line_num
+    return None
 
 
 def iter_event_tables(path: str | Path, batch_rows: int) -> Iterator[tuple[Path, pa.Table]]:
