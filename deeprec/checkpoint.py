@@ -11,9 +11,7 @@ serves every model.
 from __future__ import annotations
 
 import errno
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from deeprec.atomic import atomic_write
 from deeprec.errors import CheckpointError
 from deeprec.recommender import Recommender, csr_to_tensors, tensors_to_csr
 
@@ -44,16 +43,7 @@ def checkpoint_meta(recommender: Recommender, data) -> dict[str, Any]:
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """torch.save to a temporary file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_checkpoint(recommender: Recommender, data, path: str | Path, extra: dict | None = None) -> None:

@@ -2,7 +2,6 @@
 
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -47,6 +46,27 @@ def test_train_console_script_writes_run_dir(tiny_table, tmp_path):
     model, meta = load_recommender(run_dir / "checkpoints" / "last.ckpt")
     ids = pd.read_parquet(run_dir / "id_maps" / "items.parquet")
     assert meta["item_ids"] == ids["id"].tolist()
+
+
+def test_fresh_run_replaces_earlier_outputs_and_files_are_world_readable(tiny_table, tmp_path):
+    import os
+    import stat
+
+    from deeprec.cli.train import run_training
+
+    run_dir = tmp_path / "run"
+    overrides = ["data=interactions", f"data.path={tiny_table}", "model=pop", f"run_dir={run_dir}", "seed=1"]
+    old_umask = os.umask(0o022)
+    try:
+        run_training(_cfg("train", overrides))
+        (run_dir / "rejects.parquet").write_text("x")  # left over from an earlier run on dirtier data
+        run_training(_cfg("train", overrides))
+    finally:
+        os.umask(old_umask)
+    assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    assert not (run_dir / "rejects.parquet").exists()
+    for name in ("metrics.json", "config.yaml", "checkpoints/last.ckpt", "id_maps/items.parquet"):
+        assert stat.S_IMODE((run_dir / name).stat().st_mode) == 0o644, name
 
 
 @pytest.mark.parametrize(

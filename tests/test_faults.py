@@ -64,12 +64,19 @@ def test_kill_minus_9_during_training_then_resume_equals_uninterrupted(table, tm
     code = "import torch; torch.set_num_threads(1); from deeprec.cli.train import main; main()"
     proc = subprocess.Popen([sys.executable, "-c", code, *overrides, f"run_dir={killed_dir}"], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    delay = np.random.default_rng(2024).uniform(0.0, 0.6)  # the random moment, seeded by the test
+    # The random moment, seeded by the test: a random epoch, then a random instant within it. Waiting
+    # for an epoch (not a wall-clock delay) keeps the kill inside training however fast the machine is.
+    rng = np.random.default_rng(2024)
+    target_epoch, delay = int(rng.integers(1, epochs - 3)), rng.uniform(0.0, 0.02)
+    last = killed_dir / "checkpoints" / "last.ckpt"
     deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not (killed_dir / "checkpoints" / "last.ckpt").exists():
-        time.sleep(0.01)
+    while time.time() < deadline and proc.poll() is None:
+        if last.exists() and torch.load(last, weights_only=True)["epoch"] >= target_epoch:
+            break
+        time.sleep(0.005)
     time.sleep(delay)
-    os.kill(proc.pid, signal.SIGKILL)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
     _, err = proc.communicate()
     assert proc.returncode == -signal.SIGKILL, f"the run ended before the kill: {err.decode()[-2000:]}"
     assert not (killed_dir / "metrics.json").exists()
@@ -188,7 +195,6 @@ def test_unwritable_run_dir_and_outputs_are_one_line_errors(table, ease_ckpt, tm
 def test_full_disk_while_writing_run_files_is_a_clear_error_and_leaves_no_partial_file(table, tmp_path, monkeypatch, capsys):
     # case: fault-full-disk (deeprec-train): the checkpoint write, then metrics.json, fail with ENOSPC
     import deeprec.checkpoint as checkpoint
-    import deeprec.cli.common as common
 
     real_save = torch.save
 
@@ -204,11 +210,15 @@ def test_full_disk_while_writing_run_files_is_a_clear_error_and_leaves_no_partia
     assert code == 2 and err.startswith("deeprec-train: error: cannot write ") and err.strip().endswith("No space left on device")
     assert list((run_dir / "checkpoints").iterdir()) == []  # neither last.ckpt nor its temporary file
 
-    def full_json(obj, fh, **kwargs):
-        fh.write('{"precision@10": 0.')
+    real_write_text = Path.write_text
+
+    def full_metrics(self, text, *args, **kwargs):  # the disk fills up half-way through metrics.json
+        if not self.name.startswith(".metrics.json."):
+            return real_write_text(self, text, *args, **kwargs)
+        real_write_text(self, text[:20])
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(common.json, "dump", full_json)
+    monkeypatch.setattr(Path, "write_text", full_metrics)
     code, err = run_cli("deeprec.cli.train", argv, monkeypatch, capsys)
     assert code == 2 and err.strip() == "deeprec-train: error: cannot write: No space left on device"
     assert not (run_dir / "metrics.json").exists()

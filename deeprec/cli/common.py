@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import functools
-import json
 import os
 import sys
 import tempfile
@@ -119,19 +118,6 @@ def ensure_writable_dir(path: str | Path) -> Path:
     except OSError as exc:
         raise ConfigError(f"run_dir {path} is not writable ({exc.strerror})") from None
     return path
-
-
-def write_json_atomic(obj: Any, path: str | Path) -> None:
-    """JSON to a hidden temporary file, then rename; on any failure the temporary file is removed."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def plain(cfg: DictConfig) -> dict:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import logging
 from importlib import resources
-from pathlib import Path
 
 import hydra
 import numpy as np
@@ -42,8 +41,9 @@ def per_user_values(topk, truth, ks) -> dict[str, np.ndarray]:
 
 
 def compare(cfg: DictConfig) -> "pd.DataFrame":  # noqa: F821
+    from deeprec.atomic import write_text_atomic
     from deeprec.cli.train import run_training
-    from deeprec.evaluation.report import leaderboard, plot, to_markdown, write_text_atomic
+    from deeprec.evaluation.report import leaderboard, plot, to_markdown
     from deeprec.registry import BASELINES
 
     out_dir = ensure_writable_dir(cfg.out_dir)
@@ -61,8 +61,7 @@ def compare(cfg: DictConfig) -> "pd.DataFrame":  # noqa: F821
         set_metrics[name] = {k: v for k, v in result.metrics.items() if k.split("@")[0] not in PER_USER}
     table = leaderboard(per_user, set_metrics, BASELINES, cfg.report.test_metric)
     title = f"{data.name}: {data.n_users} users, {data.n_items} items, seed {cfg.seed}"
-    table.to_csv(out_dir / ".leaderboard.csv.tmp")
-    (out_dir / ".leaderboard.csv.tmp").replace(out_dir / "leaderboard.csv")
+    write_text_atomic(out_dir / "leaderboard.csv", table.to_csv())
     write_text_atomic(out_dir / "leaderboard.md", to_markdown(table, cfg.report.metrics, cfg.report.test_metric, title))
     plot(table, cfg.report.plot_metrics, out_dir / "leaderboard.png", title)
     print((out_dir / "leaderboard.md").read_text())

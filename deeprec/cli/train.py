@@ -25,8 +25,8 @@ from deeprec.cli.common import (
     load_data,
     plain,
     report_user_errors,
-    write_json_atomic,
 )
+from deeprec.atomic import write_json_atomic, write_parquet_atomic, write_text_atomic
 from deeprec.config import validate_section
 from deeprec.errors import ConfigError
 
@@ -87,9 +87,7 @@ def write_id_maps(data, run_dir: Path) -> None:
     out = run_dir / "id_maps"
     out.mkdir(exist_ok=True)
     for kind, ids in (("users", data.user_ids), ("items", data.item_ids)):
-        tmp = out / f".{kind}.parquet.tmp"
-        pd.DataFrame({"index": range(len(ids)), "id": [str(i) for i in ids]}).to_parquet(tmp, index=False)
-        tmp.replace(out / f"{kind}.parquet")
+        write_parquet_atomic(pd.DataFrame({"index": range(len(ids)), "id": [str(i) for i in ids]}), out / f"{kind}.parquet")
 
 
 def make_trainer(cfg: DictConfig, data, run_dir: Path, logger):
@@ -170,6 +168,21 @@ class TrainResult:
     test_topk: "torch.Tensor"  # noqa: F821  [U_test, max(ks)] item indices
 
 
+RUN_OUTPUTS = ("checkpoints/best.ckpt", "checkpoints/last.ckpt", "metrics.json", "valid_metrics.json", "rejects.parquet")
+
+
+def clear_previous_run(run_dir: Path) -> None:
+    """A fresh run (resume=false) replaces what an earlier run left in run_dir, so that its
+    TensorBoard events, checkpoints and metrics never mix with the new ones. Nothing else is touched."""
+    stale = [run_dir / name for name in RUN_OUTPUTS if (run_dir / name).exists()]
+    events = run_dir / "tensorboard"
+    stale += sorted(events.glob("events.out.tfevents.*")) + sorted(events.glob("hparams.yaml"))
+    if stale:
+        log.info("resume=false: replacing the earlier run's %d files in %s", len(stale), run_dir)
+    for path in stale:
+        path.unlink()
+
+
 def run_training(cfg: DictConfig, data=None) -> TrainResult:
     """The whole job; writes checkpoints, TensorBoard events and metrics.json into cfg.run_dir."""
     import pytorch_lightning as pl
@@ -178,11 +191,12 @@ def run_training(cfg: DictConfig, data=None) -> TrainResult:
     from pytorch_lightning.utilities import rank_zero_only
 
     from deeprec.evaluation.evaluator import evaluate_recommender
-    from deeprec.evaluation.report import write_text_atomic
 
     validate_run(cfg)
     run_dir = ensure_writable_dir(cfg.run_dir)
     if rank_zero_only.rank == 0:
+        if not cfg.resume:
+            clear_previous_run(run_dir)
         write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if data is None:
@@ -215,9 +229,7 @@ def run_training(cfg: DictConfig, data=None) -> TrainResult:
     write_id_maps(data, run_dir)
     rejects = data.extras.get("rejects")
     if rejects is not None and len(rejects):
-        tmp = run_dir / ".rejects.parquet.tmp"
-        rejects.astype(str).to_parquet(tmp, index=False)
-        tmp.replace(run_dir / "rejects.parquet")
+        write_parquet_atomic(rejects.astype(str), run_dir / "rejects.parquet")
     if valid:
         write_json_atomic(valid, run_dir / "valid_metrics.json")
     write_json_atomic(metrics, run_dir / "metrics.json")

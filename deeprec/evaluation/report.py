@@ -3,14 +3,13 @@ baseline, written as Markdown + CSV, and a PNG bar plot of the main metrics."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from deeprec.atomic import write_bytes_atomic
 from deeprec.evaluation.stats import bonferroni, mean_ci, paired_test
 
 
@@ -47,7 +46,7 @@ def leaderboard(
 def to_markdown(table: pd.DataFrame, metrics: Sequence[str], test_metric: str, title: str) -> str:
     """A Markdown leaderboard: mean [95% CI] per metric; significance marks vs the best baseline."""
     best = table["vs"].iloc[0]
-    lines = [f"### {title}", "", f"| model | " + " | ".join(metrics) + f" | p vs {best} ({test_metric}, Bonferroni) |"]
+    lines = [f"### {title}", "", "| model | " + " | ".join(metrics) + f" | p vs {best} ({test_metric}, Bonferroni) |"]
     lines.append("|---" * (len(metrics) + 2) + "|")
     for model, row in table.iterrows():
         cells = []
@@ -88,23 +87,5 @@ def plot(table: pd.DataFrame, metrics: Sequence[str], path: Path, title: str) ->
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    write_atomic_bytes(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
+    write_bytes_atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
     plt.close(fig)
-
-
-def write_atomic_bytes(path: Path, writer) -> None:
-    """Call writer(file handle) on a temporary file beside `path`, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            writer(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    write_atomic_bytes(path, lambda fh: fh.write(text.encode("utf-8")))

@@ -35,7 +35,7 @@ from deeprec.data.ratings.config import PENALTIES, THRESHOLDS
 from deeprec.data.ratings.rating import rate_pairs
 from deeprec.data.synthetic import SyntheticConfig, course_catalogue, generate_events
 from deeprec.errors import ConfigError, DataError
-from deeprec.evaluation.report import write_atomic_bytes, write_text_atomic
+from deeprec.atomic import write_bytes_atomic, write_text_atomic
 from deeprec.evaluation.stats import bonferroni, rank_sum_greater
 
 log = logging.getLogger("deeprec.ratings_paper")
@@ -588,7 +588,7 @@ def plot_duration_curves(durations: pd.DataFrame, folder: Path, highlight: tuple
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = folder / name
-        write_atomic_bytes(path, lambda fh, fig=fig: fig.savefig(fh, format="png", dpi=120))
+        write_bytes_atomic(path, lambda fh, fig=fig: fig.savefig(fh, format="png", dpi=120))
         plt.close(fig)
         paths.append(path)
     return paths

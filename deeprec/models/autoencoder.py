@@ -11,7 +11,6 @@ as features for other models (e.g. LinUCB, "neural-linear").
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from deeprec.atomic import write_parquet_atomic
 from deeprec.errors import ConfigError, DataError
 from deeprec.models.base import LightningRecommender, positions_loader
 
@@ -57,17 +57,6 @@ def dense_rows(users: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor,
     dense = torch.zeros(len(users), n_items, device=values.device, dtype=values.dtype)
     dense[row, indices[position]] = values[position]
     return dense
-
-
-def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    """Parquet to a temporary name in the same folder, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def embedding_frame(ids, key: str, vectors: torch.Tensor) -> pd.DataFrame:

@@ -26,7 +26,8 @@ import torch
 from deeprec.checkpoint import id_arrays, load_recommender, seen_matrix
 from deeprec.errors import ConfigError, DataError
 from deeprec.evaluation.evaluator import full_ranking_topk
-from deeprec.scoring.output import SCHEMA, PartFolder, SingleFile, atomic_write, file_sha256
+from deeprec.atomic import atomic_write
+from deeprec.scoring.output import SCHEMA, PartFolder, SingleFile, file_sha256
 
 log = logging.getLogger("deeprec.score")
 

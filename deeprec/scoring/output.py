@@ -11,11 +11,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from deeprec.atomic import atomic_write, default_file_mode, write_json_atomic
 from deeprec.errors import ConfigError
 
 SCHEMA = pa.schema([("user_id", pa.string()), ("rank", pa.int32()), ("item_id", pa.string()), ("score", pa.float32())])
@@ -28,22 +29,6 @@ def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
         for chunk in iter(lambda: fh.read(block), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(tmp) on a hidden temporary file beside `path`, then rename it to `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(obj: Any, path: Path) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True)))
 
 
 class PartFolder:
@@ -105,7 +90,7 @@ class PartFolder:
         return self.success_path.exists() and self.manifest_path.exists()
 
     def _save_manifest(self, done: bool) -> None:
-        write_json(
+        write_json_atomic(
             {"params": self.params, "parts": {str(n): r for n, r in sorted(self.finished.items())}, "done": done},
             self.manifest_path,
         )
@@ -118,7 +103,7 @@ class PartFolder:
 
     def finish(self, summary: dict[str, Any]) -> None:
         self._save_manifest(done=True)
-        write_json(summary, self.success_path)
+        write_json_atomic(summary, self.success_path)
 
 
 class SingleFile:
@@ -142,6 +127,7 @@ class SingleFile:
 
     def finish(self, summary: dict[str, Any]) -> None:
         self.writer.close()
+        os.chmod(self.tmp, default_file_mode())
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:

@@ -1,0 +1,57 @@
+"""Atomic file writes: every output deeprec writes goes to a hidden temporary file beside its target
+and is renamed into place, so a reader never sees a half-written file and a failure leaves none."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+
+def default_file_mode() -> int:
+    """The mode a plain open() would give a new file (0o666 less the umask); mkstemp gives 0o600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call write(tmp) on a hidden temporary file beside `path`, then rename it to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_bytes_atomic(path: str | Path, writer: Callable[[Any], Any]) -> Path:
+    """Call writer(binary file handle), e.g. a matplotlib savefig, and rename the result into place."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            writer(fh)
+
+    return atomic_write(path, write)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json_atomic(obj: Any, path: str | Path, **dumps_kwargs: Any) -> Path:
+    options = {"indent": 2, "sort_keys": True, **dumps_kwargs}
+    return write_text_atomic(path, json.dumps(obj, **options))
+
+
+def write_parquet_atomic(frame, path: str | Path) -> Path:
+    """A pandas frame to Parquet (no index)."""
+    return atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
