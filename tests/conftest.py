@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -38,3 +39,12 @@ def _seed_everything():
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+def write_random_table(path: Path, seed: int, n: int, n_users: int, n_items: int) -> Path:
+    """A CSV of n uniform random (user, item, timestamp) rows, duplicate pairs dropped."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"user_id": rng.integers(0, n_users, n), "item_id": rng.integers(0, n_items, n),
+                          "timestamp": rng.integers(0, 10**6, n)}).drop_duplicates(["user_id", "item_id"])
+    frame.to_csv(path, index=False)
+    return path

@@ -20,6 +20,7 @@ from deeprec.data.adapters.interactions import InteractionsDataConfig, load
 from deeprec.data.ratings import RatingsConfig, rate_events, rate_log
 from deeprec.data.splits import SplitConfig
 from deeprec.errors import CheckpointError, DataError
+from conftest import write_random_table
 from inprocess_cli import run_cli
 
 HEADER = "user_id,timestamp,url\n"
@@ -282,13 +283,7 @@ def test_interactions_byte_order_mark_and_text_ids(tmp_path):
 # -- deeprec-train / deeprec-score configuration -------------------------------------------------
 @pytest.fixture(scope="module")
 def table(tmp_path_factory) -> Path:
-    rng = np.random.default_rng(5)
-    n = 600
-    frame = pd.DataFrame({"user_id": rng.integers(0, 30, n), "item_id": rng.integers(0, 25, n),
-                          "timestamp": rng.integers(0, 10**6, n)}).drop_duplicates(["user_id", "item_id"])
-    path = tmp_path_factory.mktemp("table") / "table.csv"
-    frame.to_csv(path, index=False)
-    return path
+    return write_random_table(tmp_path_factory.mktemp("table") / "table.csv", seed=5, n=600, n_users=30, n_items=25)
 
 
 TRAIN_CASES = [

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_module
+from conftest import write_random_table
 from inprocess_cli import run_cli
 
 NCF_TINY = ["model=ncf", "model.gmf_dim=4", "model.mlp_dim=4", "model.mlp_layers=[8]", "model.batch_size=64",
@@ -29,13 +30,7 @@ NCF_TINY = ["model=ncf", "model.gmf_dim=4", "model.mlp_dim=4", "model.mlp_layers
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory) -> Path:
-    rng = np.random.default_rng(7)
-    n = 1500
-    frame = pd.DataFrame({"user_id": rng.integers(0, 60, n), "item_id": rng.integers(0, 40, n),
-                          "timestamp": rng.integers(0, 10**6, n)}).drop_duplicates(["user_id", "item_id"])
-    path = tmp_path_factory.mktemp("table") / "table.csv"
-    frame.to_csv(path, index=False)
-    return path
+    return write_random_table(tmp_path_factory.mktemp("table") / "table.csv", seed=7, n=1500, n_users=60, n_items=40)
 
 
 @pytest.fixture
