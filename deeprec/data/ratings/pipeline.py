@@ -22,7 +22,7 @@ from deeprec.data.ratings.io import (
     read_parquet_frame, read_scratch, scratch_writer, write_scratch,
 )
 from deeprec.data.ratings.rating import (
-    FILTERS, RATING_COLUMNS, course_shares, filter_users, rate_pairs, ratings_from_durations, temporal_split,
+    FILTERS, course_shares, filter_users, rate_kept_pairs, ratings_from_durations,
 )
 from deeprec.data.tables import table_files
 from deeprec.errors import DataError
@@ -226,9 +226,7 @@ def _rate_all_pairs(kept: list[pd.DataFrame], cfg: RatingsConfig) -> pd.DataFram
     pairs = pd.concat(kept, ignore_index=True)
     kept.clear()  # one copy of the pairs at a time
     pairs = pairs.take(np.lexsort((pairs["first_row"].to_numpy(), pairs["first_seen"].to_numpy())))
-    pairs = pairs.assign(rating=rate_pairs(pairs, cfg.threshold, cfg.penalty), split=temporal_split(pairs, cfg.train_share))
-    pairs = pairs.sort_values(["user_id", "first_seen", "first_row"], kind="stable", ignore_index=True)
-    return pairs[RATING_COLUMNS].astype({"lessons_viewed": np.int64})
+    return rate_kept_pairs(pairs, cfg)
 
 
 def rate_event_files(path: str | Path, cfg: RatingsConfig | None = None, work_dir: str | Path | None = None,

@@ -110,10 +110,15 @@ def ratings_from_durations(
     pairs = course_shares(lesson_durations, lessons_in, cfg.min_lesson_seconds)
     users_before = int(pairs["user_id"].nunique())
     pairs, removed = filter_users(pairs, sessions_per_user, cfg)
+    return rate_kept_pairs(pairs, cfg), {"users_before_filters": users_before, "users_removed": removed}
+
+
+def rate_kept_pairs(pairs: pd.DataFrame, cfg: RatingsConfig) -> pd.DataFrame:
+    """SPEC 1.7-1.9 on the (user, course) pairs that passed the user filters: threshold, penalty and
+    temporal split, then the output's row order (user, first view) and columns."""
     pairs = pairs.assign(
         rating=rate_pairs(pairs, cfg.threshold, cfg.penalty),
         split=temporal_split(pairs, cfg.train_share),
     )
     pairs = pairs.sort_values(["user_id", "first_seen", "first_row"], kind="stable", ignore_index=True)
-    ratings = pairs[RATING_COLUMNS].astype({"lessons_viewed": np.int64})
-    return ratings, {"users_before_filters": users_before, "users_removed": removed}
+    return pairs[RATING_COLUMNS].astype({"lessons_viewed": np.int64})
