@@ -61,6 +61,21 @@ def test_fit_and_ucb_equal_per_user_loop_fixed_alpha(problem, dtype, tol):
     np.testing.assert_allclose(model.ucb(arms, alpha=2.0).double().numpy(), loop_ucb(inv, theta, arms, 2.0), atol=tol * 10)
 
 
+@pytest.mark.parametrize("chunk_elements", [1, 200, 1 << 24])
+def test_fit_with_skewed_counts_and_small_chunks_equals_loop(rng, chunk_elements):
+    # 1 to 300 rows per user (every padded length from 1 to 512), users in random order, chunks from
+    # one user at a time to everything at once: the Gram blocks must add up to the plain per-user sums.
+    n_users, dim = 40, 3
+    counts = np.r_[np.arange(1, 9), rng.integers(1, 300, n_users - 10), [0, 0]]
+    users = rng.permutation(np.repeat(np.arange(n_users), counts))
+    contexts, rewards = rng.normal(size=(len(users), dim)), rng.normal(size=len(users))
+    model = BatchedLinUCB(n_users, dim, lam=0.5, dtype=torch.float64, chunk_elements=chunk_elements)
+    model.fit(users, contexts, rewards)
+    inv, theta = loop_reference(users, contexts, rewards, n_users, dim, 0.5)
+    np.testing.assert_allclose(model.A_inv.numpy(), inv, atol=1e-10)
+    np.testing.assert_allclose(model.theta.numpy(), theta, atol=1e-9)
+
+
 def test_per_user_arm_alpha_and_user_subset(problem, rng):
     n_users, dim, users, contexts, rewards, arms = problem
     model = BatchedLinUCB(n_users, dim, dtype=torch.float64, chunk_elements=40).fit(users, contexts, rewards)

@@ -206,39 +206,42 @@ class BatchedLinUCB:
     def _accumulate(self, users: torch.Tensor, contexts: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
         """A[u] += D_uᵀD_u and b[u] += D_uᵀr_u for every user in the rows; returns the touched users.
 
-        Rows are grouped by user and zero-padded to a power-of-two count, so each group's Gram
-        matrices are one batched matmul [n, d, L] @ [n, L, d] (zero rows add nothing); the loop runs
-        over the log2(max count) groups, not over users.
+        Each user's rows are zero-padded to a power-of-two count, so the Gram matrices of all users
+        of one padded length are one batched matmul [n, L, d+1]ᵀ @ [n, L, d+1] (zero rows add
+        nothing; the extra column carries the rewards, giving Dᵀr in the same product). Rows are
+        sorted once by (padded length, user), so every block is a contiguous slice: no boolean
+        masks, and the loop runs over the log2(max count) lengths and memory-bounded chunks, not users.
         """
-        d = self.dim
-        order = stable_argsort(users)
-        sorted_users = users[order]
+        d, device = self.dim, self.device
         counts = torch.bincount(users, minlength=self.n_users)
-        starts = torch.cumsum(counts, 0) - counts
-        position = torch.arange(len(users), device=self.device) - starts[sorted_users]
-        bucket = torch.ceil(torch.log2(counts.clamp(min=1).double())).long()  # padded length 2**bucket
-        touched = torch.nonzero(counts).squeeze(1)
-        levels = torch.nonzero(torch.bincount(bucket[touched])).squeeze(1).tolist()
-        slot = torch.empty(self.n_users, dtype=torch.int64, device=self.device)
-        for level in levels:
-            members = touched[bucket[touched] == level]
-            slot[members] = torch.arange(len(members), device=self.device)
-        row_bucket, row_slot = bucket[sorted_users], slot[sorted_users]
-        sorted_contexts = torch.cat([contexts, rewards.unsqueeze(1)], 1)[order]
-        for level in levels:
-            members = touched[bucket[touched] == level]
-            rows = row_bucket == level
-            length = 1 << level
+        level = torch.ceil(torch.log2(counts.clamp(min=1).double())).long()  # padded length 2**level
+        order = stable_argsort(level.index_select(0, users) * self.n_users + users)
+        sorted_users = users.index_select(0, order)
+        rows = torch.cat([contexts, rewards.unsqueeze(1)], 1).index_select(0, order)
+        first = torch.ones(len(sorted_users), dtype=torch.bool, device=device)
+        first[1:] = sorted_users[1:] != sorted_users[:-1]
+        run_start = torch.nonzero(first).squeeze(1)  # one run of rows per touched user
+        run_users = sorted_users.index_select(0, run_start)
+        run_of_row = torch.cumsum(first, 0) - 1
+        position = torch.arange(len(sorted_users), device=device) - run_start.index_select(0, run_of_row)
+        bounds = torch.cat([run_start, run_start.new_tensor([len(sorted_users)])]).tolist()
+        levels, runs_per_level = torch.unique_consecutive(level.index_select(0, run_users), return_counts=True)
+        first_run = 0
+        for lev, n_runs in zip(levels.tolist(), runs_per_level.tolist()):
+            length = 1 << lev
             step = max(1, self.chunk_elements // (length * (d + 1)))
-            for s in range(0, len(members), step):  # chunks of users bound the padded block's memory
-                block_users = members[s : s + step]
-                in_block = rows if len(members) <= step else rows & (row_slot >= s) & (row_slot < s + step)
-                padded = torch.zeros(len(block_users), length, d + 1, dtype=self.dtype, device=self.device)
-                padded[row_slot[in_block] - s, position[in_block]] = sorted_contexts[in_block]
+            for a in range(first_run, first_run + n_runs, step):  # chunks of users bound the padded block
+                e = min(a + step, first_run + n_runs)
+                lo, hi = bounds[a], bounds[e]
+                padded = torch.zeros(e - a, length, d + 1, dtype=self.dtype, device=device)
+                slots = (run_of_row[lo:hi] - a) * length + position[lo:hi]
+                padded.view(-1, d + 1).index_copy_(0, slots, rows[lo:hi])
                 gram = padded.transpose(1, 2) @ padded  # [n, d+1, d+1]: DᵀD and Dᵀr in one product
-                self.A.index_add_(0, block_users, gram[:, :d, :d])
-                self.b.index_add_(0, block_users, gram[:, :d, d])
-        return touched
+                block = run_users[a:e]
+                self.A.index_add_(0, block, gram[:, :d, :d].contiguous())
+                self.b.index_add_(0, block, gram[:, :d, d].contiguous())
+            first_run += n_runs
+        return run_users
 
     def fit(self, users, contexts, rewards) -> "BatchedLinUCB":
         """From the prior: A = λI + DᵀD, b = Dᵀr per user for rows (users [N], contexts [N, d], rewards [N])."""
