@@ -309,6 +309,39 @@ def test_train_config_mistakes_exit_without_traceback(table, tmp_path, monkeypat
         assert len(err.strip().splitlines()) == 1 and err.startswith("deeprec-train: error: ")
 
 
+def test_train_config_mistake_leaves_the_earlier_run_untouched(table, tmp_path, monkeypatch, capsys):
+    # case: train-mistake-into-existing-run_dir: model and data keys are checked before run_dir is
+    # cleared for the new run, and before any data is read
+    run_dir = tmp_path / "run"
+    base = ["data=interactions", f"data.path={table}", f"run_dir={run_dir}"]
+    assert run_cli("deeprec.cli.train", [*base, "model=pop"], monkeypatch, capsys)[0] == 0
+    before = {p.relative_to(run_dir): p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    import deeprec.cli.train as train
+
+    def no_data(section):  # reading the data would mean the check came too late
+        raise AssertionError("data was loaded before the model keys were checked")
+
+    monkeypatch.setattr(train, "load_data", no_data)
+    for mistake in (["model=ease", "+model.l3=3"], ["model=pop", "data.split.strategy=bogus"]):
+        code, err = run_cli("deeprec.cli.train", [*base, *mistake], monkeypatch, capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+    after = {p.relative_to(run_dir): p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    assert after == before
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["models=[pop,eas]"], "models: unknown model 'eas'; valid models:"),
+    (["models=[pop,ease]", "+model_overrides.eas.l2=5"], "model_overrides: eas not in models=['pop', 'ease']"),
+    (["models=[pop,ease]", "+model_overrides.ease.l3=5"], "model=ease: unknown key(s) ['l3']"),
+])
+def test_compare_mistakes_fail_before_any_model_is_trained(table, tmp_path, monkeypatch, capsys, overrides, message):
+    # cases: compare-unknown-model, compare-override-for-another-model, compare-bad-override-key
+    argv = ["data=interactions", f"data.path={table}", f"out_dir={tmp_path / 'cmp'}", *overrides]
+    code, err = run_cli("deeprec.cli.compare", argv, monkeypatch, capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "cmp").exists()  # nothing trained, nothing written
+
+
 def test_train_missing_data_path_is_one_line(tmp_path, monkeypatch, capsys):
     # case: train-missing-data-path
     code, err = run_cli("deeprec.cli.train", ["data=interactions", "model=pop", f"run_dir={tmp_path}"], monkeypatch, capsys)

@@ -12,7 +12,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from deeprec.cli.common import CONFIG_PATH, ensure_writable_dir, load_data, report_user_errors
+from deeprec.cli.common import CONFIG_PATH, data_config, ensure_writable_dir, load_data, model_kwargs, report_user_errors
 from deeprec.errors import ConfigError
 
 log = logging.getLogger("deeprec.compare")
@@ -33,6 +33,19 @@ def model_section(name: str, overrides: DictConfig | None) -> DictConfig:
     return section
 
 
+def validated_model_sections(cfg: DictConfig) -> dict[str, DictConfig]:
+    """Every model's section, checked before any training: unknown model names, overrides for a
+    model not in `models`, and bad hyper-parameter keys or values all fail at once."""
+    overrides = cfg.get("model_overrides") or {}
+    stray = sorted(set(overrides) - set(cfg.models))
+    if stray:
+        raise ConfigError(f"model_overrides: {', '.join(stray)} not in models={list(cfg.models)}")
+    sections = {name: model_section(name, overrides) for name in cfg.models}
+    for section in sections.values():
+        model_kwargs(section)
+    return sections
+
+
 def per_user_values(topk, truth, ks) -> dict[str, np.ndarray]:
     """Per-user metric vectors (keys like ndcg@10) for the paired tests and the CIs."""
     from deeprec.evaluation.metrics import per_user_metric
@@ -46,13 +59,15 @@ def compare(cfg: DictConfig) -> "pd.DataFrame":  # noqa: F821
     from deeprec.evaluation.report import leaderboard, plot, to_markdown
     from deeprec.registry import BASELINES
 
+    sections = validated_model_sections(cfg)
+    data_config(cfg.data)
     out_dir = ensure_writable_dir(cfg.out_dir)
     data = load_data(cfg.data)
     per_user, set_metrics = {}, {}
     for name in cfg.models:
         run_cfg = copy.deepcopy(cfg)
         with open_dict(run_cfg):
-            run_cfg.model = model_section(name, cfg.model_overrides)
+            run_cfg.model = sections[name]
             run_cfg.run_dir = str(out_dir / name)
         log.info("training %s on %s", name, data.name)
         result = run_training(run_cfg, data=data)

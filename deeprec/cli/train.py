@@ -8,25 +8,27 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 import hydra
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from deeprec.atomic import write_json_atomic, write_parquet_atomic, write_text_atomic
 from deeprec.cli.common import (
     CONFIG_PATH,
     TrainerConfig,
     build_model,
+    data_config,
     ensure_writable_dir,
     load_data,
+    model_kwargs,
     plain,
     report_user_errors,
 )
-from deeprec.atomic import write_json_atomic, write_parquet_atomic, write_text_atomic
 from deeprec.config import validate_section
 from deeprec.errors import ConfigError
 
@@ -175,12 +177,12 @@ def clear_previous_run(run_dir: Path) -> None:
     """A fresh run (resume=false) replaces what an earlier run left in run_dir, so that its
     TensorBoard events, checkpoints and metrics never mix with the new ones. Nothing else is touched."""
     stale = [run_dir / name for name in RUN_OUTPUTS if (run_dir / name).exists()]
-    events = run_dir / "tensorboard"
-    stale += sorted(events.glob("events.out.tfevents.*")) + sorted(events.glob("hparams.yaml"))
-    if stale:
-        log.info("resume=false: replacing the earlier run's %d files in %s", len(stale), run_dir)
+    events = run_dir / "tensorboard"  # deeprec's own folder: events, hparams, projector steps
+    if stale or events.exists():
+        log.info("resume=false: replacing the earlier run's outputs in %s", run_dir)
     for path in stale:
         path.unlink()
+    shutil.rmtree(events, ignore_errors=True)
 
 
 def run_training(cfg: DictConfig, data=None) -> TrainResult:
@@ -193,6 +195,9 @@ def run_training(cfg: DictConfig, data=None) -> TrainResult:
     from deeprec.evaluation.evaluator import evaluate_recommender
 
     validate_run(cfg)
+    model_kwargs(cfg.model)  # a bad model or data key fails here, before run_dir is touched
+    if data is None:
+        data_config(cfg.data)
     run_dir = ensure_writable_dir(cfg.run_dir)
     if rank_zero_only.rank == 0:
         if not cfg.resume:

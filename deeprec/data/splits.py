@@ -10,6 +10,9 @@ import pandas as pd
 from deeprec.errors import ConfigError
 
 
+STRATEGIES = ("temporal", "leave_last_k", "random")
+
+
 @dataclass
 class SplitConfig:
     """How interactions without a given `split` column are divided.
@@ -23,6 +26,14 @@ class SplitConfig:
     valid_share: float = 0.1
     k: int = 1
     seed: int = 0
+
+    def __post_init__(self) -> None:  # checked when the config is validated, before any data is read
+        check_strategy(self.strategy)
+
+
+def check_strategy(strategy: str) -> None:
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"split.strategy={strategy!r} is not valid; choose temporal, leave_last_k or random")
 
 
 def temporal_train_count(n: np.ndarray, train_share: float = 0.7) -> np.ndarray:
@@ -47,10 +58,7 @@ def _order_within_user(frame: pd.DataFrame, by_time: bool, seed: int) -> tuple[n
 
 def assign_splits(frame: pd.DataFrame, cfg: SplitConfig) -> pd.Series:
     """A split label for every row of `frame` (columns user, item, timestamp)."""
-    if cfg.strategy not in ("temporal", "leave_last_k", "random"):
-        raise ConfigError(
-            f"split.strategy={cfg.strategy!r} is not valid; choose temporal, leave_last_k or random"
-        )
+    check_strategy(cfg.strategy)
     by_time = cfg.strategy != "random"
     if by_time and frame["timestamp"].isna().all():
         raise ConfigError(
