@@ -27,8 +27,6 @@ from deeprec.models.lstm import (
     HistoryBuffers,
     check_choice,
     ordered_events,
-    popularity_ranking,
-    standardised_features,
 )
 
 LOSSES = ("bce", "sampled_softmax")
@@ -103,21 +101,8 @@ class AttentionRanker(HistoryBuffers, LightningRecommender):
     # -- data -------------------------------------------------------------------------------
     def prepare(self, data) -> None:
         """Keep the standardised content features, the popularity ranking and the train histories."""
-        if (data.n_users, data.n_items) != (self.n_users, self.n_items):
-            raise DataError(f"model built for {self.n_users} users x {self.n_items} items, data has {data.n_users} x {data.n_items}")
-        features = standardised_features(data, self.cfg.use_features)
-        if features is None and not self.cfg.use_ids:
+        if self.prepare_content(data) is None and not self.cfg.use_ids:
             raise ConfigError(f"model.use_ids=false needs item features, but data {data.name!r} has none (or model.use_features=false)")
-        n_features = 0 if features is None else features.shape[1]
-        if n_features != self.n_features:
-            self.n_features = n_features
-            self.feature_projection = nn.Linear(n_features, self.cfg.embedding_dim) if n_features else None
-            self.item_features = torch.zeros(self.n_items, n_features)
-        if features is not None:
-            self.item_features.copy_(features)
-        by_rank, log_q = popularity_ranking(data)
-        self.items_by_rank.copy_(torch.from_numpy(by_rank))
-        self.log_q.copy_(torch.from_numpy(log_q))
         self._observed_splits = None
         self.observe(data, "train")
 

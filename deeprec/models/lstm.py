@@ -123,6 +123,25 @@ class HistoryBuffers:
         self.register_buffer("last_time", torch.full((n_users,), float("nan"), dtype=torch.float64))
         self._observed_splits: tuple[str, ...] | None = None
 
+    def prepare_content(self, data) -> torch.Tensor | None:
+        """Check data's shape; keep its standardised item features (a new projection when their width
+        changes) and, for log-uniform negatives, the popularity ranking. Returns the features or None."""
+        if (data.n_users, data.n_items) != (self.n_users, self.n_items):
+            raise DataError(f"model built for {self.n_users} users x {self.n_items} items, data has {data.n_users} x {data.n_items}")
+        features = standardised_features(data, self.cfg.use_features)
+        n_features = 0 if features is None else features.shape[1]
+        if n_features != self.n_features:
+            self.n_features = n_features
+            self.feature_projection = nn.Linear(n_features, self.cfg.embedding_dim) if n_features else None
+            self.item_features = torch.zeros(self.n_items, n_features)
+        if features is not None:
+            self.item_features.copy_(features)
+        if self.cfg.negative_sampler == "log_uniform":
+            by_rank, log_q = popularity_ranking(data)
+            self.items_by_rank.copy_(torch.from_numpy(by_rank))
+            self.log_q.copy_(torch.from_numpy(log_q))
+        return features
+
     def observe(self, data, splits) -> None:
         """Condition scores on the events of `splits` of data (the evaluator's known history)."""
         splits = (splits,) if isinstance(splits, str) else tuple(splits)
@@ -279,20 +298,7 @@ class LSTMRecommender(HistoryBuffers, LightningRecommender):
     # -- data -------------------------------------------------------------------------------
     def prepare(self, data) -> None:
         """Keep the content features, the negative-sampling ranking and the train histories."""
-        if (data.n_users, data.n_items) != (self.n_users, self.n_items):
-            raise DataError(f"model built for {self.n_users} users x {self.n_items} items, data has {data.n_users} x {data.n_items}")
-        features = standardised_features(data, self.cfg.use_features)
-        n_features = 0 if features is None else features.shape[1]
-        if n_features != self.n_features:
-            self.n_features = n_features
-            self.feature_projection = nn.Linear(n_features, self.cfg.embedding_dim) if n_features else None
-            self.item_features = torch.zeros(self.n_items, n_features)
-        if features is not None:
-            self.item_features.copy_(features)
-        by_rank, log_q = popularity_ranking(data)
-        if self.cfg.negative_sampler == "log_uniform":
-            self.items_by_rank.copy_(torch.from_numpy(by_rank))
-            self.log_q.copy_(torch.from_numpy(log_q))
+        self.prepare_content(data)
         self._observed_splits = None
         self.observe(data, "train")
 
