@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from benchutil import PEAK_PRELUDE
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench_results"
@@ -93,14 +94,7 @@ def write_log(path: Path, n_events: int, seed: int, chunk: int = 5_000_000) -> s
     return "fallback generator in scripts/bench_ratings.py"
 
 
-# the child's own high-water mark (VmHWM is per process image; ru_maxrss would carry the parent's)
-PEAK = (
-    "import atexit, sys\n"
-    "def _peak():\n"
-    "    kb = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
-    "    print('PEAK_KB', kb, file=sys.stderr)\n"
-    "atexit.register(_peak)\n"
-)
+PEAK = PEAK_PRELUDE
 
 
 def peak_mb(stderr: str) -> float:

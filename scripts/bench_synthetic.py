@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchutil import PEAK_PRELUDE
+
 ROOT = Path(__file__).resolve().parents[1]
 
 LOOP_REFERENCE = r'''
@@ -82,13 +84,7 @@ write_events(OUT, N, seed=0, part_rows=5_000_000)
 print("RESULT", N, time.perf_counter() - start, 0)
 '''
 
-PEAK = (
-    "import atexit, sys\n"
-    "def _peak():\n"
-    "    kb = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
-    "    print('PEAK_KB', kb, file=sys.stderr)\n"
-    "atexit.register(_peak)\n"
-)
+PEAK = PEAK_PRELUDE
 
 
 def run(code: str, **values) -> dict:
