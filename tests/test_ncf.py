@@ -124,6 +124,12 @@ def test_score_chunks_users_to_bound_memory():
     large.load_state_dict(small.state_dict())
     users = torch.arange(5)
     assert torch.allclose(small.score(users), large.score(users), atol=1e-6)
+    auto = NCF(n_users=5, n_items=3000, seed=0, variant="mlp", mlp_layers=[64]).eval()  # score_memory_mb=0
+    auto.load_state_dict(small.state_dict())
+    assert auto.score_memory_mb(torch.device("cpu")) == 16 and auto.score_memory_mb(torch.device("cuda")) == 256
+    assert torch.allclose(auto.score(users), large.score(users), atol=1e-6)
+    with pytest.raises(ConfigError, match="score_memory_mb=-1"):
+        NCF(n_users=5, n_items=3, score_memory_mb=-1)
 
 
 @pytest.mark.parametrize("variant,loss", [("gmf", "bce"), ("mlp", "bpr"), ("neumf", "bce"), ("neumf", "bpr")])
