@@ -214,11 +214,31 @@ class NCF(LightningRecommender):
             item_part = self.mlp_item.weight @ first.weight[:, d:].T  # [I, h1]
             w_mlp = w[self.cfg.gmf_dim if self.uses_gmf else 0 :]
             per_user = self.n_items * max(self.cfg.mlp_layers) * 4 * 2
-            chunk = max(1, self.score_memory_mb(users.device) * 2**20 // per_user)
+            chunk = min(len(users), max(1, self.score_memory_mb(users.device) * 2**20 // per_user))
+            # One buffer per layer, reused by every chunk: fresh multi-MB temporaries per chunk cost
+            # page faults on CPU that made scoring several times slower than the arithmetic.
+            buffers = [torch.empty(chunk * self.n_items, width, device=w.device, dtype=w.dtype) for width in self.cfg.mlp_layers]
             for start in range(0, len(users), chunk):
-                hidden = self.mlp_tower(user_part[start : start + chunk, None, :] + item_part[None])
+                part = user_part[start : start + chunk]
+                if self.training:  # dropout active: the plain path
+                    hidden = self.mlp_tower(part[:, None, :] + item_part[None])
+                else:
+                    hidden = self.mlp_tower_into(part, item_part, buffers)
                 scores[start : start + chunk] += hidden @ w_mlp
         return scores
+
+    def mlp_tower_into(self, user_part: torch.Tensor, item_part: torch.Tensor, buffers: list[torch.Tensor]) -> torch.Tensor:
+        """mlp_tower (eval mode) of user_part [c, h1] broadcast over item_part [I, h1], computed in
+        the preallocated `buffers` (one [>= c * I, width] per layer): [c, I, last width]."""
+        c, n = len(user_part), len(item_part)
+        x = buffers[0][: c * n].view(c, n, -1)
+        torch.add(user_part[:, None, :], item_part[None], out=x)
+        x = x.relu_().view(c * n, -1)
+        for layer, buffer in zip(list(self.mlp)[1:], buffers[1:]):
+            y = buffer[: c * n]
+            torch.addmm(layer.bias, x, layer.weight.T, out=y)
+            x = y.relu_()
+        return x.view(c, n, -1)
 
     # -- training ---------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
