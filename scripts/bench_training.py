@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from benchutil import plain_training_loop
 
 DEFAULT_MODELS = "ncf,autoencoder"
 
@@ -119,16 +120,7 @@ def measure(job: dict) -> dict:
         optimizer = model.configure_optimizers()
         model.log = lambda *args, **kwargs: None  # no trainer to log to
         model.train()
-        for epoch in range(epochs):
-            torch.manual_seed(model.seed * 100_003 + epoch)  # the base class's per-epoch reseed
-            if hasattr(model, "rows_of"):
-                model._epoch_order = torch.randperm(len(model.training_rows[0])).to(device)
-            for batch_idx, batch in enumerate(loader):
-                batch = [t.to(device) for t in batch] if isinstance(batch, (list, tuple)) else batch.to(device)
-                loss = model.training_step(batch, batch_idx)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+        loss = plain_training_loop(model, loader, optimizer, epochs, device)
         if device == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start

@@ -28,6 +28,7 @@ import torch
 from deeprec.data.interactions import from_frame
 from deeprec.models.attention import AttentionRanker
 from deeprec.models.lstm import LSTMRecommender
+from benchutil import plain_training_loop
 
 MODELS = {"lstm": LSTMRecommender, "attention": AttentionRanker}
 
@@ -47,10 +48,10 @@ def planted_data(n_users: int, n_items: int, length: int, seed: int = 0):
     return from_frame(frame, "bench")
 
 
-def n_samples(loader) -> int:
+def n_samples(model) -> int:
     """Training samples per epoch: next-item targets (lstm) or positive events (attention)."""
-    tensors = loader.dataset.tensors
-    return int(tensors[3].sum()) if len(tensors) == 4 else len(tensors[0])
+    rows = model.training_rows
+    return int(rows[3].sum()) if len(rows) == 4 else len(rows[0])
 
 
 def peak_memory_mb(device: str) -> float:
@@ -83,7 +84,7 @@ def lightning_run(cls, data, hp, epochs, device):
     start = time.perf_counter()
     trainer.fit(model, train_dataloaders=loader)
     sync(device)
-    return time.perf_counter() - start, n_samples(loader) * epochs, peak_memory_mb(device)
+    return time.perf_counter() - start, n_samples(model) * epochs, peak_memory_mb(device)
 
 
 def plain_run(cls, data, hp, epochs, device):
@@ -98,16 +99,9 @@ def plain_run(cls, data, hp, epochs, device):
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # self.log() without a Trainer warns and does nothing
-        for epoch in range(epochs):
-            torch.manual_seed(epoch)
-            for batch_idx, batch in enumerate(loader):
-                batch = [t.to(device, non_blocking=True) for t in batch]
-                optimizer.zero_grad(set_to_none=True)
-                loss = model.training_step(batch, batch_idx)
-                loss.backward()
-                optimizer.step()
+        plain_training_loop(model, loader, optimizer, epochs, device)
     sync(device)
-    return time.perf_counter() - start, n_samples(loader) * epochs, peak_memory_mb(device)
+    return time.perf_counter() - start, n_samples(model) * epochs, peak_memory_mb(device)
 
 
 def markdown_table(table: pd.DataFrame) -> str:

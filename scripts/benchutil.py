@@ -9,3 +9,23 @@ PEAK_PRELUDE = (
     "    print('PEAK_KB', kb, file=sys.stderr)\n"
     "atexit.register(_peak)\n"
 )
+
+
+def plain_training_loop(model, loader, optimizer, epochs: int, device):
+    """A deeprec LightningRecommender trained by hand: the same per-epoch reseed and row order as
+    its on_train_epoch_start, the same training_step and optimiser, no Trainer. Returns the last loss."""
+    import torch
+
+    loss = None
+
+    for epoch in range(epochs):
+        torch.manual_seed(model.seed * 100_003 + epoch)
+        if model.training_rows:
+            model._epoch_order = torch.randperm(len(model.training_rows[0])).to(device)
+        for batch_idx, batch in enumerate(loader):
+            batch = [t.to(device) for t in batch] if isinstance(batch, (list, tuple)) else batch.to(device)
+            loss = model.training_step(batch, batch_idx)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return loss
