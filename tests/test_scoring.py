@@ -296,3 +296,18 @@ def test_kill_minus_9_then_resume_equals_uninterrupted_run(big_checkpoint, tmp_p
     pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(tmp_path / "clean"))
     assert len(pd.read_parquet(out)) == 12000 * 5
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("resume", [True, False])
+def test_temporary_files_of_a_killed_run_are_removed_on_rerun(big_checkpoint, tmp_path, resume):
+    # A run killed inside an atomic write leaves a hidden temporary file of a part, of the manifest or
+    # of _SUCCESS (the kill -9 test above hits each at random); the next run removes all of them.
+    out = tmp_path / "out"
+    cfg = dict(ckpt=str(big_checkpoint), output=str(out), k=5, part_rows=4000, progress=False)
+    score_users(ScoreConfig(**cfg))
+    stale = [out / ".part-00001.parquet.abc123.tmp", out / "._manifest.json.def456.tmp", out / "._SUCCESS.gh789.tmp"]
+    for path in stale:
+        path.write_text("half")
+    score_users(ScoreConfig(**cfg, resume=resume))
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert (out / "_SUCCESS").exists()

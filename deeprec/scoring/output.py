@@ -60,8 +60,10 @@ class PartFolder:
 
     def _open(self, resume: bool) -> None:
         """Resume the finished parts of a run with the same parameters, or start clean."""
-        for stale in self.folder.glob(f".{self.prefix}*.tmp"):
-            stale.unlink(missing_ok=True)
+        # temporary files a killed run left: of a part, of the manifest or of _SUCCESS
+        for pattern in (f".{self.prefix}*.tmp", f".{self.manifest_path.name}.*.tmp", f".{self.success_path.name}.*.tmp"):
+            for stale in self.folder.glob(pattern):
+                stale.unlink(missing_ok=True)
         if self.manifest_path.exists() and resume:
             manifest = json.loads(self.manifest_path.read_text())
             changed = {
