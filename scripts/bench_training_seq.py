@@ -29,6 +29,7 @@ from deeprec.data.interactions import from_frame
 from deeprec.models.attention import AttentionRanker
 from deeprec.models.lstm import LSTMRecommender
 from benchutil import plain_training_loop
+from deeprec.evaluation.report import markdown_table as report_table
 
 MODELS = {"lstm": LSTMRecommender, "attention": AttentionRanker}
 
@@ -105,10 +106,9 @@ def plain_run(cls, data, hp, epochs, device):
 
 
 def markdown_table(table: pd.DataFrame) -> str:
-    """A DataFrame as a Markdown table, numbers to 3 significant digits."""
-    cells = [[f"{v:.3g}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)]
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+    """A DataFrame as a Markdown table, float columns to 3 significant digits."""
+    cells = table.apply(lambda column: column.map("{:.3g}".format) if column.dtype.kind == "f" else column)
+    return report_table(cells)
 
 
 def main() -> None:

@@ -22,10 +22,14 @@ def shared_data_dir() -> Path | None:
 
 @pytest.fixture
 def shared_data() -> Path:
-    """The shared datasets folder; the test is skipped cleanly when it is not there."""
+    """The shared datasets folder. A user's clone has none, so the test is skipped there, with the
+    reason; where the data must be checked, DEEPREC_REQUIRE_SHARED_DATA=1 turns the skip into a failure."""
     path = shared_data_dir()
     if path is None:
-        pytest.skip("../shared/data is not present (a user's clone has no shared datasets)")
+        message = "../shared/data is not present (a user's clone has no shared datasets)"
+        if os.environ.get("DEEPREC_REQUIRE_SHARED_DATA") == "1":
+            pytest.fail(message + " and DEEPREC_REQUIRE_SHARED_DATA=1")
+        pytest.skip(message)
     return path
 
 

@@ -234,7 +234,6 @@ def test_recommender_config_errors(table_data):
 
 
 def test_deeprec_train_coursera_linucb(tmp_path, shared_data):
-    pytest.importorskip("deeprec.data.adapters.coursera")
     from hydra import compose, initialize_config_module
 
     from deeprec.cli.train import train

@@ -119,6 +119,7 @@ def test_out_of_core_equals_in_memory(tmp_path, fmt):
 
 
 def test_library_equals_reference_on_the_synthetic_generator():
-    synthetic = pytest.importorskip("deeprec.data.synthetic")
-    events = synthetic.generate_events(20_000, seed=3)
+    from deeprec.data.synthetic import generate_events
+
+    events = generate_events(20_000, seed=3)
     compare(events, RatingsConfig(min_courses=2))

@@ -43,24 +43,37 @@ def leaderboard(
     return table.sort_values(test_metric, ascending=False)
 
 
+def markdown_table(cells: pd.DataFrame) -> str:
+    """A GitHub Markdown table of a frame of strings: its columns are the header row. Lines are
+    built column by column with vectorised string concatenation, not row by row."""
+    line = "| " + cells.iloc[:, 0].astype(str)
+    for column in cells.columns[1:]:
+        line = line + " | " + cells[column].astype(str)
+    header = ["| " + " | ".join(map(str, cells.columns)) + " |", "|" + "---|" * cells.shape[1]]
+    return "\n".join(header + (line + " |").tolist())
+
+
+def _fixed(values: pd.Series) -> pd.Series:
+    return values.map("{:.4f}".format)
+
+
 def to_markdown(table: pd.DataFrame, metrics: Sequence[str], test_metric: str, title: str) -> str:
     """A Markdown leaderboard: mean [95% CI] per metric; significance marks vs the best baseline."""
     best = table["vs"].iloc[0]
-    lines = [f"### {title}", "", "| model | " + " | ".join(metrics) + f" | p vs {best} ({test_metric}, Bonferroni) |"]
-    lines.append("|---" * (len(metrics) + 2) + "|")
-    for model, row in table.iterrows():
-        cells = []
-        for m in metrics:
-            if f"{m}_lo" in row and not np.isnan(row.get(f"{m}_lo", np.nan)):
-                cells.append(f"{row[m]:.4f} [{row[f'{m}_lo']:.4f}, {row[f'{m}_hi']:.4f}]")
-            elif m in row:
-                cells.append(f"{row[m]:.4f}")
-            else:
-                cells.append("-")
-        p = row["p_bonferroni"]
-        mark = "(reference)" if model == best else (f"{p:.2g}" + (" *" if p < 0.05 else ""))
-        lines.append(f"| {model} | " + " | ".join(cells) + f" | {mark} |")
-    lines += ["", "Mean over test users with a 95% t-interval; * = significant at 0.05 after Bonferroni."]
+    cells = pd.DataFrame({"model": table.index.astype(str)}, index=table.index)
+    for m in metrics:
+        if m not in table:
+            cells[m] = "-"
+        elif f"{m}_lo" in table:  # per-user metrics carry a CI; list-set metrics (coverage, ...) do not
+            with_ci = _fixed(table[m]) + " [" + _fixed(table[f"{m}_lo"]) + ", " + _fixed(table[f"{m}_hi"]) + "]"
+            cells[m] = with_ci.where(table[f"{m}_lo"].notna(), _fixed(table[m]))
+        else:
+            cells[m] = _fixed(table[m])
+    p = table["p_bonferroni"]
+    marks = p.map("{:.2g}".format) + np.where(p < 0.05, " *", "")
+    cells[f"p vs {best} ({test_metric}, Bonferroni)"] = marks.where(table.index != best, "(reference)")
+    lines = [f"### {title}", "", markdown_table(cells), "",
+             "Mean over test users with a 95% t-interval; * = significant at 0.05 after Bonferroni."]
     return "\n".join(lines) + "\n"
 
 

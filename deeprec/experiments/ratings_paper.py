@@ -36,6 +36,7 @@ from deeprec.data.ratings.rating import rate_pairs
 from deeprec.data.synthetic import SyntheticConfig, course_catalogue, generate_events
 from deeprec.errors import ConfigError, DataError
 from deeprec.atomic import write_bytes_atomic, write_text_atomic
+from deeprec.evaluation.report import markdown_table as report_table
 from deeprec.evaluation.stats import bonferroni, rank_sum_greater
 
 log = logging.getLogger("deeprec.ratings_paper")
@@ -522,11 +523,10 @@ def _number(value, digits: int = 4) -> str:
 
 
 def markdown_table(frame: pd.DataFrame, headers: dict[str, str]) -> str:
-    """A GitHub Markdown table of frame[headers] with readable numbers."""
-    lines = ["| " + " | ".join(headers.values()) + " |", "|" + "---|" * len(headers)]
-    for _, row in frame.iterrows():  # rows of a 10-row report table, not users
-        lines.append("| " + " | ".join(v if isinstance(v, str) else _number(v) for v in row[list(headers)]) + " |")
-    return "\n".join(lines)
+    """A GitHub Markdown table of frame[headers] with readable numbers (report.markdown_table)."""
+    cells = pd.DataFrame({title: frame[key].map(lambda v: v if isinstance(v, str) else _number(v))
+                          for key, title in headers.items()})
+    return report_table(cells)
 
 
 def report_markdown(results: PaperResults, protocol: PaperProtocol) -> str:
