@@ -3,6 +3,7 @@ and is renamed into place, so a reader never sees a half-written file and a fail
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -10,8 +11,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+@functools.lru_cache(maxsize=1)
 def default_file_mode() -> int:
-    """The mode a plain open() would give a new file (0o666 less the umask); mkstemp gives 0o600."""
+    """The mode a plain open() would give a new file (0o666 less the umask); mkstemp gives 0o600.
+    Read once per process: os.umask can only be read by setting it, which races with other threads."""
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask

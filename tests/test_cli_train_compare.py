@@ -56,13 +56,17 @@ def test_fresh_run_replaces_earlier_outputs_and_files_are_world_readable(tiny_ta
 
     run_dir = tmp_path / "run"
     overrides = ["data=interactions", f"data.path={tiny_table}", "model=pop", f"run_dir={run_dir}", "seed=1"]
+    from deeprec.atomic import default_file_mode
+
     old_umask = os.umask(0o022)
+    default_file_mode.cache_clear()  # the mode is read once per process
     try:
         run_training(_cfg("train", overrides))
         (run_dir / "rejects.parquet").write_text("x")  # left over from an earlier run on dirtier data
         run_training(_cfg("train", overrides))
     finally:
         os.umask(old_umask)
+        default_file_mode.cache_clear()
     assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 1
     assert not (run_dir / "rejects.parquet").exists()
     for name in ("metrics.json", "config.yaml", "checkpoints/last.ckpt", "id_maps/items.parquet"):

@@ -80,11 +80,12 @@ def data_config(section: DictConfig):
     return validate_section(section, module.CONFIG, f"data={name}")
 
 
-def load_data(section: DictConfig):
-    """The InteractionData named by cfg.data (validated)."""
+def load_data(section):
+    """The InteractionData named by cfg.data: a config section (validated here) or the dataclass
+    data_config already returned (not validated twice)."""
     from deeprec.registry import dataset_loader
 
-    cfg = data_config(section)
+    cfg = section if dataclasses.is_dataclass(section) else data_config(section)
     return dataset_loader(cfg.name)(cfg)
 
 

@@ -60,9 +60,9 @@ def compare(cfg: DictConfig) -> "pd.DataFrame":  # noqa: F821
     from deeprec.registry import BASELINES
 
     sections = validated_model_sections(cfg)
-    data_config(cfg.data)
+    data_cfg = data_config(cfg.data)
     out_dir = ensure_writable_dir(cfg.out_dir)
-    data = load_data(cfg.data)
+    data = load_data(data_cfg)
     per_user, set_metrics = {}, {}
     for name in cfg.models:
         run_cfg = copy.deepcopy(cfg)

@@ -196,8 +196,7 @@ def run_training(cfg: DictConfig, data=None) -> TrainResult:
 
     validate_run(cfg)
     model_kwargs(cfg.model)  # a bad model or data key fails here, before run_dir is touched
-    if data is None:
-        data_config(cfg.data)
+    data_cfg = data_config(cfg.data) if data is None else None
     run_dir = ensure_writable_dir(cfg.run_dir)
     if rank_zero_only.rank == 0:
         if not cfg.resume:
@@ -205,7 +204,7 @@ def run_training(cfg: DictConfig, data=None) -> TrainResult:
         write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if data is None:
-        data = load_data(cfg.data)
+        data = load_data(data_cfg)
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
     model = fit_model(cfg, data, run_dir, logger)
     if rank_zero_only.rank != 0:
