@@ -94,8 +94,6 @@ def write_log(path: Path, n_events: int, seed: int, chunk: int = 5_000_000) -> s
     return "fallback generator in scripts/bench_ratings.py"
 
 
-PEAK = PEAK_PRELUDE
-
 
 def peak_mb(stderr: str) -> float:
     return [int(line.split()[1]) for line in stderr.splitlines() if line.startswith("PEAK_KB")][-1] / 1024
@@ -103,7 +101,7 @@ def peak_mb(stderr: str) -> float:
 
 def run_cli(log: Path, out: Path, out_of_core: bool, batch_rows: int | None = None) -> dict:
     """deeprec-ratings in a child process: wall seconds and the child's peak RSS."""
-    code = PEAK + "from deeprec.cli.ratings import main; main()"
+    code = PEAK_PRELUDE + "from deeprec.cli.ratings import main; main()"
     args = [sys.executable, "-c", code, f"input={log}", f"output={out}", f"out_of_core={str(out_of_core).lower()}"]
     if batch_rows:
         args.append(f"ratings.batch_rows={batch_rows}")
@@ -188,7 +186,7 @@ def core_duckdb(log: Path):
 
 def run_engine(name: str, log: Path) -> dict:
     """One engine in a child process (its own peak RSS)."""
-    code = PEAK + (
+    code = PEAK_PRELUDE + (
         "import time, json; sys.path.insert(0, %r); import bench_ratings as b; from pathlib import Path\n"
         "t = time.perf_counter(); s = getattr(b, 'core_' + %r)(Path(%r)); w = time.perf_counter() - t\n"
         "print(json.dumps({'wall_s': w, 'total_s': float(s.sum()), 'lessons': int(len(s))}))"

@@ -84,14 +84,12 @@ write_events(OUT, N, seed=0, part_rows=5_000_000)
 print("RESULT", N, time.perf_counter() - start, 0)
 '''
 
-PEAK = PEAK_PRELUDE
-
 
 def run(code: str, **values) -> dict:
     """Run `code` in a fresh interpreter; its RESULT line and its own peak memory."""
     for key, value in values.items():
         code = code.replace(key, repr(value))
-    proc = subprocess.run([sys.executable, "-c", PEAK + code], capture_output=True, text=True, cwd=ROOT, check=True)
+    proc = subprocess.run([sys.executable, "-c", PEAK_PRELUDE + code], capture_output=True, text=True, cwd=ROOT, check=True)
     _, n, seconds, users = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT")).split()
     peak = int(next(line for line in proc.stderr.splitlines() if line.startswith("PEAK_KB")).split()[1])
     return {"events": int(n), "seconds": float(seconds), "users": int(users), "peak_mb": peak / 1024}

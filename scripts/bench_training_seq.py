@@ -25,11 +25,11 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 
+from benchutil import plain_training_loop
 from deeprec.data.interactions import from_frame
+from deeprec.evaluation.report import markdown_table as report_table
 from deeprec.models.attention import AttentionRanker
 from deeprec.models.lstm import LSTMRecommender
-from benchutil import plain_training_loop
-from deeprec.evaluation.report import markdown_table as report_table
 
 MODELS = {"lstm": LSTMRecommender, "attention": AttentionRanker}
 
