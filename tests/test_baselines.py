@@ -289,5 +289,5 @@ def test_invalid_choices_are_config_errors():
         ItemKNN(3, 3, normalization="mean")
     with pytest.raises(ConfigError, match="dtype"):
         ALS(3, 3, dtype="float16")
-    with pytest.raises(ConfigError, match="fit_device"):
-        EASE(3, 3, fit_device="tpu").fit(make_data(np.eye(3)))
+    with pytest.raises(ConfigError, match="device='tpu'"):  # the run's device, which the baselines fit on
+        EASE(3, 3).to("tpu").fit(make_data(np.eye(3)))

@@ -177,7 +177,7 @@ def test_bce_and_bpr_losses_match_hand_formulas(blocks):
     batch = next(iter(model.train_dataloader_for(blocks)))
     users, items, weights = model.rows_of(batch)
     for loss in ("bce", "bpr"):
-        model.cfg.loss = loss
+        model.config.loss = loss
         torch.manual_seed(5)
         got = model.training_step(batch, 0)
         torch.manual_seed(5)

@@ -28,6 +28,7 @@ from deeprec.cli.common import (
     model_kwargs,
     plain,
     report_user_errors,
+    run_device,
 )
 from deeprec.config import validate_section
 from deeprec.errors import ConfigError
@@ -49,6 +50,7 @@ class RunConfig:
 
     run_dir: str = "runs/run"
     seed: int = 0
+    device: str | None = None  # cpu | cuda | cuda:N | auto; null: cuda when the trainer asks for a GPU
     resume: bool = False
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -64,6 +66,7 @@ def validate_run(cfg: DictConfig) -> None:
     if run.eval.monitor.split("@")[0] not in ("precision", "recall", "f1", "hit", "ndcg", "map", "mrr", "coverage"):
         raise ConfigError(f"eval.monitor={run.eval.monitor!r} is not a metric@k such as ndcg@10")
     validate_section(cfg.trainer, TrainerConfig, "trainer")
+    run_device(cfg)
 
 
 def check_resume_matches(last: Path, model) -> None:
@@ -137,13 +140,14 @@ def make_trainer(cfg: DictConfig, data, run_dir: Path, logger):
 
 
 def fit_model(cfg: DictConfig, data, run_dir: Path, logger):
-    """Build and fit cfg.model on data; returns the best model (reloaded from its checkpoint)."""
+    """Build and fit cfg.model on data; returns the best model (a Trainer's is reloaded from its checkpoint)."""
     from deeprec.checkpoint import load_recommender, save_checkpoint
 
     model = build_model(cfg.model, data, seed=cfg.seed)
+    device = run_device(cfg)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
-    if getattr(model, "uses_trainer", False):
+    if model.uses_trainer:  # the Trainer places the model on its devices itself
         trainer = make_trainer(cfg, data, run_dir, logger)
         resume_from = str(last) if cfg.resume and last.exists() else None
         if resume_from is not None:
@@ -152,7 +156,7 @@ def fit_model(cfg: DictConfig, data, run_dir: Path, logger):
         best = ckpt_dir / "best.ckpt"
         model, _ = load_recommender(best if best.exists() else last)
     else:
-        model.fit(data)
+        model.to(device).fit(data)
         save_checkpoint(model, data, last)
         save_checkpoint(model, data, ckpt_dir / "best.ckpt")
     return model
@@ -211,10 +215,7 @@ def run_training(cfg: DictConfig, data=None) -> TrainResult:
         # DDP worker processes end after fit: rank 0 alone evaluates and writes the run's files
         # (two ranks writing id_maps/ through the same temporary name made one of them crash).
         return TrainResult({}, {}, model, data, np.zeros(0, np.int64), torch.zeros(0, 0, dtype=torch.int64))
-    if cfg.trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
-        model.to("cuda")
-    if hasattr(model, "eval"):
-        model.eval()
+    model.to(run_device(cfg)).eval()
     valid = {}
     if (data.frame["split"] == "valid").any():
         valid = evaluate_recommender(model, data, "valid", ks=cfg.eval.ks, batch_size=cfg.eval.batch_size)

@@ -18,8 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from deeprec.config import check_at_least, check_choice
 from deeprec.errors import ConfigError, DataError
 from deeprec.models.base import LightningRecommender, positions_loader
+from deeprec.recommender import ModelConfig
 
 LOSSES = ("full", "sampled")
 SAMPLERS = ("log_uniform", "uniform")
@@ -27,7 +29,7 @@ TIME_FEATURES = ("none", "log", "bucket")
 
 
 @dataclass
-class LSTMConfig:
+class LSTMConfig(ModelConfig):
     name: str = "lstm"
     embedding_dim: int = 64
     hidden_dim: int = 64
@@ -48,11 +50,15 @@ class LSTMConfig:
     batch_size: int = 128
     num_workers: int = 0
 
-
-def check_choice(value: str, valid: tuple[str, ...], key: str) -> None:
-    """ConfigError naming the key when `value` is not one of `valid`."""
-    if value not in valid:
-        raise ConfigError(f"model.{key}={value!r} is not valid; choose one of {', '.join(valid)}")
+    def check(self) -> "LSTMConfig":
+        check_choice(self.loss, LOSSES, "model.loss")
+        check_choice(self.negative_sampler, SAMPLERS, "model.negative_sampler")
+        check_choice(self.time_features, TIME_FEATURES, "model.time_features")
+        check_at_least(self, ("embedding_dim", "hidden_dim", "num_layers", "max_len", "window_stride", "batch_size",
+                              "n_time_buckets"))
+        if self.window_stride > self.max_len:
+            raise ConfigError(f"model.window_stride={self.window_stride} must not exceed model.max_len={self.max_len}")
+        return self
 
 
 # -- event histories (shared with the attention ranker) ------------------------------------------
@@ -128,15 +134,15 @@ class HistoryBuffers:
         changes) and, for log-uniform negatives, the popularity ranking. Returns the features or None."""
         if (data.n_users, data.n_items) != (self.n_users, self.n_items):
             raise DataError(f"model built for {self.n_users} users x {self.n_items} items, data has {data.n_users} x {data.n_items}")
-        features = standardised_features(data, self.cfg.use_features)
+        features = standardised_features(data, self.config.use_features)
         n_features = 0 if features is None else features.shape[1]
         if n_features != self.n_features:
             self.n_features = n_features
-            self.feature_projection = nn.Linear(n_features, self.cfg.embedding_dim) if n_features else None
+            self.feature_projection = nn.Linear(n_features, self.config.embedding_dim) if n_features else None
             self.item_features = torch.zeros(self.n_items, n_features)
         if features is not None:
             self.item_features.copy_(features)
-        if self.cfg.negative_sampler == "log_uniform":
+        if self.config.negative_sampler == "log_uniform":
             by_rank, log_q = popularity_ranking(data)
             self.items_by_rank.copy_(torch.from_numpy(by_rank))
             self.log_q.copy_(torch.from_numpy(log_q))
@@ -259,18 +265,9 @@ class LSTMRecommender(HistoryBuffers, LightningRecommender):
     name = "lstm"
     config_class = LSTMConfig
 
-    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, n_features: int = 0, **hp) -> None:
-        super().__init__(n_users, n_items, seed, **hp)
-        cfg = LSTMConfig(**{"name": self.name, **hp})
-        check_choice(cfg.loss, LOSSES, "loss")
-        check_choice(cfg.negative_sampler, SAMPLERS, "negative_sampler")
-        check_choice(cfg.time_features, TIME_FEATURES, "time_features")
-        for key in ("embedding_dim", "hidden_dim", "num_layers", "max_len", "window_stride", "batch_size", "n_time_buckets"):
-            if getattr(cfg, key) < 1:
-                raise ConfigError(f"model.{key}={getattr(cfg, key)} must be at least 1")
-        if cfg.window_stride > cfg.max_len:
-            raise ConfigError(f"model.window_stride={cfg.window_stride} must not exceed model.max_len={cfg.max_len}")
-        self.cfg = cfg
+    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, n_features: int = 0, **config) -> None:
+        super().__init__(n_users, n_items, seed, **config)
+        cfg = self.config
         self.n_features = n_features
         d = cfg.embedding_dim
         self.item_embedding = nn.Embedding(n_items + 1, d, padding_idx=n_items)
@@ -304,14 +301,14 @@ class LSTMRecommender(HistoryBuffers, LightningRecommender):
 
     def train_dataloader_for(self, data) -> DataLoader:
         items, gaps, _, starts, _ = ordered_events(data, "train")
-        inputs, input_gaps, targets, in_loss = training_windows(items, gaps, starts, self.cfg.max_len, self.cfg.window_stride)
+        inputs, input_gaps, targets, in_loss = training_windows(items, gaps, starts, self.config.max_len, self.config.window_stride)
         if not in_loss.any():
             raise DataError(f"{data.name}: no user has two train events, so there is no next item to learn")
         inputs = np.where(inputs < 0, self.n_items, inputs)
         self.training_rows = (
             torch.from_numpy(inputs), torch.from_numpy(input_gaps), torch.from_numpy(targets), torch.from_numpy(in_loss)
         )
-        return positions_loader(len(inputs), self.cfg.batch_size, self.cfg.num_workers)
+        return positions_loader(len(inputs), self.config.batch_size, self.config.num_workers)
 
     # -- network ----------------------------------------------------------------------------
     def item_vectors(self) -> torch.Tensor:
@@ -337,9 +334,9 @@ class LSTMRecommender(HistoryBuffers, LightningRecommender):
         """LSTM outputs [B, L, d] in item space for right-padded histories items [B, L], gaps [B, L]."""
         x = F.embedding(items, self.item_vectors())
         if self.time_embedding is not None:
-            log_gap = torch.log2(1.0 + gaps / self.cfg.time_unit_seconds).unsqueeze(-1)
-            if self.cfg.time_features == "bucket":
-                bucket = log_gap.squeeze(-1).floor().long().clamp(0, self.cfg.n_time_buckets - 1)
+            log_gap = torch.log2(1.0 + gaps / self.config.time_unit_seconds).unsqueeze(-1)
+            if self.config.time_features == "bucket":
+                bucket = log_gap.squeeze(-1).floor().long().clamp(0, self.config.n_time_buckets - 1)
                 x = x + self.time_embedding(bucket)
             else:
                 x = x + self.time_embedding(log_gap)
@@ -363,7 +360,7 @@ class LSTMRecommender(HistoryBuffers, LightningRecommender):
     def sample_negatives(self, n: int) -> torch.Tensor:
         """n item indices from the sampling distribution (torch's global RNG: reseeded per epoch)."""
         device = self.output_bias.device
-        if self.cfg.negative_sampler == "uniform":
+        if self.config.negative_sampler == "uniform":
             return torch.randint(0, self.n_items, (n,), device=device)
         u = torch.rand(n, device=device, dtype=torch.float64)
         rank = (torch.exp(u * math.log(self.n_items + 1.0)) - 1.0).floor().long().clamp(0, self.n_items - 1)
@@ -372,11 +369,11 @@ class LSTMRecommender(HistoryBuffers, LightningRecommender):
     def next_item_loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of targets [N] given item-space states hidden [N, d]: full or sampled softmax."""
         vectors = self.output_vectors()
-        if self.cfg.loss == "full":
+        if self.config.loss == "full":
             return F.cross_entropy(hidden @ vectors.T + self.output_bias, targets)
-        negatives = self.sample_negatives(self.cfg.n_negatives)
-        log_k = math.log(self.cfg.n_negatives)
-        if self.cfg.negative_sampler == "uniform":
+        negatives = self.sample_negatives(self.config.n_negatives)
+        log_k = math.log(self.config.n_negatives)
+        if self.config.negative_sampler == "uniform":
             q_pos = q_neg = None
         else:
             q_pos, q_neg = self.log_q[targets], self.log_q[negatives]
@@ -397,4 +394,4 @@ class LSTMRecommender(HistoryBuffers, LightningRecommender):
         return loss
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        return torch.optim.Adam(self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)

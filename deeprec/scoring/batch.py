@@ -24,6 +24,7 @@ import scipy.sparse as sp
 import torch
 
 from deeprec.checkpoint import id_arrays, load_recommender, seen_matrix
+from deeprec.config import resolve_device
 from deeprec.errors import ConfigError, DataError
 from deeprec.evaluation.evaluator import full_ranking_topk
 from deeprec.atomic import atomic_write
@@ -82,14 +83,6 @@ def parse_shard(shard: str | None) -> tuple[int, int] | None:
     if not 0 <= index < count:
         raise ConfigError(f"shard={shard!r} is not valid; need 0 <= i < n, e.g. shard=0/4 .. shard=3/4")
     return index, count
-
-
-def resolve_device(name: str) -> torch.device:
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ConfigError(f"device={name!r} is not valid; choose cpu or cuda (cuda:N)")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} but no CUDA device is available; use device=cpu")
-    return torch.device(name)
 
 
 def read_id_list(path: str, column: str) -> np.ndarray:
@@ -216,7 +209,7 @@ def score_users(cfg: ScoreConfig) -> dict[str, Any]:
 
     check_config(cfg)
     started = time.perf_counter()
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "device", allow_auto=False)
     model, meta = load_recommender(cfg.ckpt)
     user_ids, item_ids = id_arrays(meta)
     seen = seen_matrix(meta)
@@ -239,9 +232,7 @@ def score_users(cfg: ScoreConfig) -> dict[str, Any]:
     unknown = targets.ids[targets.index < 0]
     atomic_write(unknown_path, lambda tmp: tmp.write_text("".join(f"{u}\n" for u in unknown)))
 
-    model.to(device)
-    if hasattr(model, "eval"):
-        model.eval()
+    model.to(device).eval()
     batch_size = cfg.batch_size or auto_batch_size(len(ranked_ids), device, cfg)
     users_per_part = max(1, cfg.part_rows // cfg.k)
     n_parts = -(-len(targets) // users_per_part)
