@@ -28,7 +28,7 @@ import scipy.sparse as sp
 import torch
 
 from deeprec.data.interactions import InteractionData
-from deeprec.evaluation.evaluator import full_ranking_topk
+from deeprec.ranking import full_ranking_topk
 from deeprec.registry import MODELS
 
 # Dense FP32 (non-tensor-core) peak FLOP/s and memory bandwidth, by device-name substring.

@@ -15,7 +15,8 @@ import torch
 from deeprec.baselines.pop import Popularity
 from deeprec.data.interactions import from_frame
 from deeprec.errors import ConfigError
-from deeprec.evaluation.evaluator import evaluate_recommender, full_ranking_topk
+from deeprec.evaluation.evaluator import evaluate_recommender
+from deeprec.ranking import full_ranking_topk
 from deeprec.models.ncf import NCF, negative_sampling_keys, sample_negatives
 
 SMALL = dict(gmf_dim=8, mlp_dim=8, mlp_layers=[16, 8], lr=0.02, batch_size=64, num_negatives=4)

@@ -16,8 +16,8 @@ import torch
 
 from deeprec.bandits.ability import GROUPS
 from deeprec.data.interactions import InteractionData, from_frame
-from deeprec.errors import ConfigError
-from deeprec.evaluation.evaluator import full_ranking_topk
+from deeprec.config import check_choice
+from deeprec.ranking import full_ranking_topk
 from deeprec.evaluation.metrics import _set_metrics, evaluate_topk
 
 PROTOCOLS = ("paper", "holdout")
@@ -43,8 +43,7 @@ def coursera_interactions(behaviour: pd.DataFrame, protocol: str = "paper", hold
 
     paper: every row is train; holdout: the hidden rows are test.
     """
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"protocol={protocol!r} is not valid; choose one of {list(PROTOCOLS)}")
+    check_choice(protocol, PROTOCOLS, "protocol")
     student = pd.Index(np.unique(behaviour["userID"].astype(str))).get_indexer(behaviour["userID"].astype(str))
     hidden = holdout_mask(student, holdout_share, seed) if protocol == "holdout" else np.zeros(len(student), bool)
     frame = pd.DataFrame({

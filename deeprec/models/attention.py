@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader
 
 from deeprec.config import check_at_least, check_choice
 from deeprec.errors import ConfigError, DataError
-from deeprec.evaluation.evaluator import mask_rows, topk_from_scores
 from deeprec.models.base import LightningRecommender, positions_loader
 from deeprec.models.lstm import SAMPLERS, HistoryBuffers, ordered_events
+from deeprec.ranking import mask_excluded, topk_with_pads
 from deeprec.recommender import ModelConfig
 
 LOSSES = ("bce", "sampled_softmax")
@@ -213,10 +213,10 @@ class AttentionRanker(HistoryBuffers, LightningRecommender):
             history = self.history_items[users.to(self.history_items.device)]
             seen = torch.zeros(len(users), self.n_items + 1, dtype=torch.bool, device=scores.device)
             seen.scatter_(1, history.to(scores.device), True)
-            scores = scores.masked_fill(seen[:, : self.n_items], -torch.inf)
+            excluded = seen[:, : self.n_items]
         else:
-            scores = mask_rows(scores, exclude, users.numpy())
-        values, items = (t.cpu() for t in topk_from_scores(scores, k))
+            excluded = exclude[users.numpy()]
+        values, items = (t.cpu() for t in topk_with_pads(mask_excluded(scores, excluded), k))
         keep = items >= 0
         row = torch.arange(len(users)).unsqueeze(1).expand_as(items)[keep]
         flat_items = items[keep]

@@ -1,7 +1,7 @@
 """Batch scoring: top-k items for every (or every listed) user of a checkpoint, to Parquet in parts.
 
-Users are scored in chunks with the shared evaluator code (full_ranking_topk: score, mask the
-user's seen items, torch.topk), so memory is bounded by batch_size x n_items. Parts are written
+Users are scored in chunks by the shared ranking primitive (deeprec.ranking.full_ranking_topk: score,
+mask the user's seen items, torch.topk), so memory is bounded by batch_size x n_items. Parts are written
 atomically and recorded in a manifest, so a re-run after a crash resumes and ends identical.
 Users without history (unknown ids, or no seen item) get the fallback list: the items most users
 of the checkpoint had (popularity from its `seen` matrix), or nothing with fallback=skip.
@@ -24,9 +24,9 @@ import scipy.sparse as sp
 import torch
 
 from deeprec.checkpoint import id_arrays, load_recommender, seen_matrix
-from deeprec.config import resolve_device
+from deeprec.config import check_choice, resolve_device
 from deeprec.errors import ConfigError, DataError
-from deeprec.evaluation.evaluator import full_ranking_topk
+from deeprec.ranking import full_ranking_topk
 from deeprec.atomic import atomic_write
 from deeprec.scoring.output import SCHEMA, PartFolder, SingleFile, file_sha256
 
@@ -65,8 +65,7 @@ def check_config(cfg: ScoreConfig) -> None:
         raise ConfigError(f"batch_size={cfg.batch_size} is not valid; give a number >= 1, or null for automatic")
     if cfg.part_rows < 1:
         raise ConfigError(f"part_rows={cfg.part_rows} is not valid; give a number of rows >= 1")
-    if cfg.fallback not in FALLBACKS:
-        raise ConfigError(f"fallback={cfg.fallback!r} is not valid; choose one of {list(FALLBACKS)}")
+    check_choice(cfg.fallback, FALLBACKS, "fallback")
     if not 0 < cfg.memory_fraction <= 1:
         raise ConfigError(f"memory_fraction={cfg.memory_fraction} is not valid; give a share in (0, 1]")
     parse_shard(cfg.shard)
