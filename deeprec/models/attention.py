@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from deeprec.config import check_at_least, check_choice
 from deeprec.errors import ConfigError, DataError
 from deeprec.models.base import LightningRecommender, positions_loader
-from deeprec.models.lstm import SAMPLERS, HistoryBuffers, ordered_events
+from deeprec.models.sequence import SAMPLERS, HistoryBuffers, ItemContent, ordered_events, sample_items
 from deeprec.ranking import mask_excluded, topk_with_pads
 from deeprec.recommender import ModelConfig
 
@@ -67,7 +67,7 @@ def prefix_histories(items: np.ndarray, starts: np.ndarray, max_len: int, pad: i
     return np.where(valid, items[idx], pad)
 
 
-class AttentionRanker(HistoryBuffers, LightningRecommender):
+class AttentionRanker(HistoryBuffers, ItemContent, LightningRecommender):
     """score(users [B]) -> [B, I]: every item scored against its own attention over the history."""
 
     name = "attention"
@@ -76,11 +76,9 @@ class AttentionRanker(HistoryBuffers, LightningRecommender):
     def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, n_features: int = 0, **config) -> None:
         super().__init__(n_users, n_items, seed, **config)
         cfg = self.config
-        self.n_features = n_features
         d = cfg.embedding_dim
         self.item_embedding = nn.Embedding(n_items + 1, d, padding_idx=n_items) if cfg.use_ids else None
-        self.feature_projection = nn.Linear(n_features, d) if n_features else None
-        self.register_buffer("item_features", torch.zeros(n_items, n_features))
+        self.register_content(n_items, n_features, d)
         self.item_bias = nn.Parameter(torch.zeros(n_items))
         self.activation_unit = nn.Linear(4 * d, cfg.attention_hidden)
         self.activation_out = nn.Linear(cfg.attention_hidden, 1)
@@ -88,20 +86,16 @@ class AttentionRanker(HistoryBuffers, LightningRecommender):
             nn.Linear(3 * d, cfg.mlp_hidden), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.mlp_hidden, 1)
         )
         self.dropout = nn.Dropout(cfg.dropout)
-        self.register_buffer("items_by_rank", torch.arange(n_items))
-        self.register_buffer("log_q", torch.zeros(n_items))
         self.register_history(n_users, cfg.max_len, pad_item=n_items)
-
-    def init_args(self) -> dict:
-        return {**super().init_args(), "n_features": self.n_features}
 
     # -- data -------------------------------------------------------------------------------
     def prepare(self, data) -> None:
         """Keep the standardised content features, the popularity ranking and the train histories."""
-        if self.prepare_content(data) is None and not self.config.use_ids:
+        self.check_shape(data)
+        features = self.prepare_content(data, self.config.use_features, self.config.negative_sampler == "log_uniform")
+        if features is None and not self.config.use_ids:
             raise ConfigError(f"model.use_ids=false needs item features, but data {data.name!r} has none (or model.use_features=false)")
-        self._observed_splits = None
-        self.observe(data, "train")
+        self.rebuild_history(data, "train")
 
     def train_dataloader_for(self, data) -> DataLoader:
         """One sample per train event: (the events before it, at most max_len; the event's item)."""
@@ -119,10 +113,8 @@ class AttentionRanker(HistoryBuffers, LightningRecommender):
         vectors = self.item_bias.new_zeros(self.n_items + 1, d)
         if self.item_embedding is not None:
             vectors = vectors + self.item_embedding.weight
-        if self.feature_projection is not None:
-            projected = self.feature_projection(self.item_features)
-            vectors = vectors + torch.cat([projected, projected.new_zeros(1, d)])
-        return vectors
+        content = self.content_vectors()
+        return vectors if content is None else vectors + content
 
     @torch.no_grad()
     def item_embeddings(self) -> torch.Tensor:
@@ -242,19 +234,10 @@ class AttentionRanker(HistoryBuffers, LightningRecommender):
         })
 
     # -- training ---------------------------------------------------------------------------
-    def sample_negatives(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """Item indices of `shape` from the sampling distribution (torch's global RNG)."""
-        device = self.item_bias.device
-        if self.config.negative_sampler == "uniform":
-            return torch.randint(0, self.n_items, shape, device=device)
-        u = torch.rand(shape, device=device, dtype=torch.float64)
-        rank = (torch.exp(u * np.log(self.n_items + 1.0)) - 1.0).floor().long().clamp(0, self.n_items - 1)
-        return self.items_by_rank[rank]
-
     def training_step(self, batch, batch_idx):
         history, positives = self.rows_of(batch)
         width = max(int((history != self.n_items).sum(1).max()), 1)
-        negatives = self.sample_negatives((len(positives), self.config.n_negatives))
+        negatives = sample_items(self.config.negative_sampler, self.items_by_rank, (len(positives), self.config.n_negatives))
         candidates = torch.cat([positives.unsqueeze(1), negatives], 1)
         scores = self.candidate_scores(history[:, :width], candidates)
         accidental = torch.cat([torch.zeros_like(positives, dtype=torch.bool).unsqueeze(1),
