@@ -217,7 +217,8 @@ def test_hostile_ids_stay_data_in_ratings_outputs(tmp_path):
     result = rate_events(log, RatingsConfig(min_courses=1))
     write_outputs(result, out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    assert sorted(p.name for p in out.iterdir()) == ["lesson_durations.parquet", "ratings.parquet", "rejects.parquet", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["lesson_durations.parquet", "ratings.parquet", "rejects.parquet", "summary.json",
+                                                     "user_features.parquet"]
     ratings = pd.read_parquet(out / "ratings.parquet")
     assert set(ratings["user_id"]) == set(HOSTILE_IDS) and set(ratings["course_id"]) == {"../../etc", "/abs", "c\x00d"}
 

@@ -19,13 +19,16 @@ class InteractionData:
 
     `frame` columns: user (int64 index), item (int64 index), rating (float32),
     timestamp (float64 epoch seconds, NaN when unknown), split ("train" | "valid" | "test").
-    `item_features`: optional [n_items, F] float frame (content features, aligned to item index).
+    `item_features`: optional [n_items, F] float frame (content features, aligned to item index);
+    `user_features`: optional [n_users, G] float frame (learner features, aligned to user index),
+    both encoded by deeprec.data.features.
     """
 
     frame: pd.DataFrame
     user_ids: np.ndarray
     item_ids: np.ndarray
     item_features: pd.DataFrame | None = None
+    user_features: pd.DataFrame | None = None
     name: str = "interactions"
     extras: dict = field(default_factory=dict)
 

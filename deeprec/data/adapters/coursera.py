@@ -7,7 +7,8 @@ no student (`missing_user`), a non-number in a numeric column (`bad_value`) and 
 fracComp (or `s`, or 1.0 for `binary`). No timestamps, so the split is a random per-student hold-out
 (`holdout_share` of each student's videos test, SPEC 2.5) with a valid share of the rest.
 data.extras["video_behaviour"]: the cleaned table with its original column names (all splits).
-item_features: fracStudy, avgfracComp, fracCorrect per video over the train rows only (no test leak).
+item_features: fracStudy, avgfracComp, fracCorrect per video over the train rows only (no test leak);
+extras["item_difficulty"]: SPEC 2.3's dif over the same rows (adaptivity@N in the shared evaluation).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pandas as pd
 
 from deeprec.config import check_choice
 from deeprec.data.adapters.shared_data import dataset_path
+from deeprec.data.features import SideFeaturesConfig, attach_side_features
 from deeprec.data.interactions import InteractionData, from_frame
 from deeprec.data.splits import SplitConfig, assign_splits
 from deeprec.data.tables import read_table
@@ -32,6 +34,7 @@ NUMERIC_COLUMNS = ("fracSpent", "fracComp", "fracPlayed", "fracPaused", "numPaus
                    "numRWs", "numFFs", "s")
 REQUIRED = ("userID", "VidID", "fracSpent", "fracComp", "s")
 RATINGS = ("fracComp", "s", "binary")
+VIDEO_FEATURES = ("fracStudy", "avgfracComp", "fracnumRWs", "fracCorrect", "dif")
 
 
 def _default_limits() -> dict[str, float]:
@@ -39,7 +42,7 @@ def _default_limits() -> dict[str, float]:
 
 
 @dataclass
-class CourseraDataConfig:
+class CourseraDataConfig(SideFeaturesConfig):
     name: str = "coursera"
     path: str | None = None  # the TSV or its folder; default ../shared/data/coursera-video-behavior
     rating: str = "fracComp"  # fracComp | s | binary
@@ -120,6 +123,30 @@ def video_statistics(behaviour: pd.DataFrame, n_students: int) -> pd.DataFrame:
     }).astype(np.float32)
 
 
+def video_features(
+    behaviour: pd.DataFrame, student: np.ndarray, video: np.ndarray, n_students: int, n_videos: int,
+    p: float = 0.5, q: float = 0.5, max_rewinds: float = 60.0,
+) -> np.ndarray:
+    """X: [n_videos, 5] float64 columns VIDEO_FEATURES (SPEC 2.3), over the students who watched each video.
+
+    student/video: the row's integer indices. fracStudy = M_j / n_students; avgfracComp = mean fracComp;
+    fracnumRWs = mean(min(numRWs, 60)) / 60; fracCorrect = mean s; dif = p(1 − fracCorrect) + q·fracnumRWs.
+    A video nobody watched gets zeros (and dif = p).
+    """
+    watchers = np.bincount(video, minlength=n_videos).astype(np.float64)
+    denom = np.maximum(watchers, 1.0)
+
+    def mean_per_video(values: np.ndarray) -> np.ndarray:
+        return np.bincount(video, weights=values.astype(np.float64), minlength=n_videos) / denom
+
+    frac_study = watchers / max(n_students, 1)
+    avg_comp = mean_per_video(behaviour["fracComp"].to_numpy())
+    frac_rws = mean_per_video(np.minimum(behaviour["numRWs"].to_numpy(np.float64), max_rewinds)) / max_rewinds
+    frac_correct = mean_per_video(behaviour["s"].to_numpy())
+    dif = p * (1.0 - frac_correct) + q * frac_rws
+    return np.stack([frac_study, avg_comp, frac_rws, frac_correct, dif], axis=1)
+
+
 def load(cfg: CourseraDataConfig) -> InteractionData:
     check_choice(cfg.rating, RATINGS, "data.rating")
     if not 0 < cfg.holdout_share < 1:
@@ -143,5 +170,9 @@ def load(cfg: CourseraDataConfig) -> InteractionData:
     train = behaviour[data.frame["split"].to_numpy() == "train"]
     stats = video_statistics(train, data.n_users)
     data.item_features = stats.reindex(data.item_ids.astype(str)).fillna(0.0).reset_index(drop=True)
+    in_train = data.frame["split"].to_numpy() == "train"
+    videos = video_features(train, data.frame["user"].to_numpy()[in_train], data.frame["item"].to_numpy()[in_train],
+                            data.n_users, data.n_items)
+    data.extras["item_difficulty"] = videos[:, VIDEO_FEATURES.index("dif")]  # SPEC 2.3 over the train rows
     data.extras.update(rejects=rejects, rows_in=len(raw), video_behaviour=behaviour)
-    return data
+    return attach_side_features(data, cfg)

@@ -24,6 +24,7 @@ import pandas as pd
 
 from deeprec.data.adapters.events import ratings_to_interactions
 from deeprec.data.adapters.shared_data import dataset_path
+from deeprec.data.features import SideFeaturesConfig
 from deeprec.data.interactions import InteractionData
 from deeprec.data.ratings import RatingsConfig, rate_events
 from deeprec.errors import ConfigError, DataError
@@ -40,7 +41,7 @@ def _epm_ratings() -> RatingsConfig:
 
 
 @dataclass
-class EpmDataConfig:
+class EpmDataConfig(SideFeaturesConfig):
     name: str = "epm"
     path: str | None = None  # the dataset folder (with Processes/) or Processes/ itself
     view_activities: str | None = "^(Study|Deeds|TextEditor|Diagram|FSM|Fsm|Properties)"  # regex; null: ratings.view_events
@@ -159,4 +160,4 @@ def load(cfg: EpmDataConfig) -> InteractionData:
             raise ConfigError(f"data.view_activities={cfg.view_activities!r} matches no activity; e.g. {activities[:8]}")
         ratings_cfg = dataclasses.replace(ratings_cfg, view_events=views)
     source = f"EPM clickstream ({len(events):,} events)"
-    return ratings_to_interactions(rate_events(events, ratings_cfg, source=source), cfg.name, cfg.valid_share)
+    return ratings_to_interactions(rate_events(events, ratings_cfg, source=source), cfg.name, cfg.valid_share, cfg)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from deeprec.data.features import SideFeaturesConfig, attach_side_features
 from deeprec.data.interactions import InteractionData, from_frame
 from deeprec.data.ratings import RatingsConfig, RatingsResult, rate_log
 from deeprec.data.splits import SplitConfig, assign_splits
@@ -19,7 +20,7 @@ from deeprec.errors import ConfigError, DataError
 
 
 @dataclass
-class EventsDataConfig:
+class EventsDataConfig(SideFeaturesConfig):
     name: str = "events"
     path: str = "???"
     valid_share: float = 0.1  # share of each user's train courses (the latest) moved to valid
@@ -41,8 +42,10 @@ def carve_valid(frame: pd.DataFrame, valid_share: float) -> np.ndarray:
     return split
 
 
-def ratings_to_interactions(result: RatingsResult, name: str = "events", valid_share: float = 0.1) -> InteractionData:
-    """InteractionData (course items, 0..5 ratings, train/valid/test) from a RatingsResult."""
+def ratings_to_interactions(result: RatingsResult, name: str = "events", valid_share: float = 0.1,
+                            features: SideFeaturesConfig | None = None) -> InteractionData:
+    """InteractionData (course items, 0..5 ratings, train/valid/test) from a RatingsResult, with the
+    learner features derived from the log (result.user_features) and the tables `features` names."""
     if not 0 <= valid_share < 1:
         raise ConfigError(f"data.valid_share={valid_share} must be in [0, 1)")
     ratings = result.ratings
@@ -66,10 +69,10 @@ def ratings_to_interactions(result: RatingsResult, name: str = "events", valid_s
     data.extras["rejects"] = result.rejects
     data.extras["rows_in"] = result.summary["rows_in"]
     data.extras["ratings_summary"] = result.summary
-    return data
+    return attach_side_features(data, features or SideFeaturesConfig(), derived_users=result.user_features)
 
 
 def load(cfg: EventsDataConfig) -> InteractionData:
     if cfg.path in ("???", "", None):
         raise DataError("data=events needs data.path=LOG (a CSV/Parquet event log: user_id, timestamp, url or course_id+lesson_id)")
-    return ratings_to_interactions(rate_log(cfg.path, cfg.ratings), cfg.name, cfg.valid_share)
+    return ratings_to_interactions(rate_log(cfg.path, cfg.ratings), cfg.name, cfg.valid_share, cfg)

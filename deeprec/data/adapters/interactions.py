@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from deeprec.data.features import SideFeaturesConfig, attach_side_features
 from deeprec.data.interactions import InteractionData, from_frame
 from deeprec.data.ratings.events import BAD_TS, parse_timestamps_us
 from deeprec.data.splits import SplitConfig, assign_splits
@@ -20,7 +21,7 @@ from deeprec.errors import DataError
 
 
 @dataclass
-class InteractionsDataConfig:
+class InteractionsDataConfig(SideFeaturesConfig):
     name: str = "interactions"
     path: str = "???"
     min_rating: float | None = None  # keep only rows with rating >= this (e.g. 4 on MovieLens)
@@ -90,4 +91,4 @@ def load(cfg: InteractionsDataConfig) -> InteractionData:
     missing = [c for c in ("user_id", "item_id") if c not in df.columns]
     if missing:
         raise DataError(f"{cfg.path}: required column(s) {missing} missing; found {list(df.columns)}")
-    return build(df, cfg, str(cfg.path), cfg.name, min_rating=cfg.min_rating)
+    return attach_side_features(build(df, cfg, str(cfg.path), cfg.name, min_rating=cfg.min_rating), cfg)

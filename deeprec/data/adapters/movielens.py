@@ -15,6 +15,7 @@ import pandas as pd
 
 from deeprec.data.adapters.interactions import build
 from deeprec.data.adapters.shared_data import dataset_path
+from deeprec.data.features import SideFeaturesConfig, attach_side_features
 from deeprec.data.interactions import InteractionData
 from deeprec.data.splits import SplitConfig
 from deeprec.data.tables import read_table
@@ -26,7 +27,7 @@ NO_GENRE = "(no genres listed)"
 
 
 @dataclass
-class MovieLensDataConfig:
+class MovieLensDataConfig(SideFeaturesConfig):
     name: str = "movielens"
     path: str | None = None  # a MovieLens folder or its ratings.csv; default ../shared/data/ml-latest-small
     min_rating: float | None = None  # keep only ratings >= this (e.g. 4.0 for "liked")
@@ -68,4 +69,4 @@ def load(cfg: MovieLensDataConfig) -> InteractionData:
         features = genre_features(movies_csv)
     data = build(table, cfg, str(ratings_csv), cfg.name, item_features=features, min_rating=cfg.min_rating)
     data.extras["rejects"] = data.extras["rejects"].rename(columns={v: k for k, v in COLUMNS.items()})
-    return data
+    return attach_side_features(data, cfg)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from deeprec.data.adapters.events import ratings_to_interactions
+from deeprec.data.features import SideFeaturesConfig, attach_side_features
 from deeprec.data.interactions import InteractionData
 from deeprec.data.ratings import RatingsConfig, rate_events
 from deeprec.data.synthetic import SyntheticConfig, course_catalogue, generate_events
@@ -22,7 +23,7 @@ from deeprec.errors import ConfigError
 
 
 @dataclass
-class SyntheticDataConfig:
+class SyntheticDataConfig(SideFeaturesConfig):
     name: str = "synthetic"
     n_events: int = 300_000  # ~4k rated learners, 150 courses; deeprec-train model=ease in seconds
     valid_share: float = 0.1  # share of each user's train courses (the latest) moved to valid
@@ -58,8 +59,8 @@ def load(cfg: SyntheticDataConfig) -> InteractionData:
             catalogue[["course_id", "n_lessons"]].to_parquet(table, index=False)
             ratings_cfg = dataclasses.replace(ratings_cfg, catalogue=str(table))
         result = rate_events(events, ratings_cfg, source=source)
-    data = ratings_to_interactions(result, cfg.name, cfg.valid_share)
+    data = ratings_to_interactions(result, cfg.name, cfg.valid_share)  # + the learner features of the log
     features = course_features(catalogue, generator.topic_labels())
     data.item_features = features.reindex(data.item_ids.astype(str)).reset_index(drop=True)
     data.extras["catalogue"] = catalogue
-    return data
+    return attach_side_features(data, cfg)

@@ -257,7 +257,8 @@ def read_parquet_frame(path: Path, index: str | None = None) -> pd.DataFrame:
 
 
 def write_outputs(result, out_dir: str | Path) -> Path:
-    """SPEC 1.10 folder: ratings, lesson_durations, rejects (Parquet) and summary.json, atomically.
+    """SPEC 1.10 folder: ratings, lesson_durations, rejects (Parquet) and summary.json, atomically,
+    plus user_features.parquet (the learner behaviour features of deeprec.data.ratings.learners).
 
     Everything is written into a temporary sibling folder that is renamed at the end; an existing
     `out_dir` is replaced only then, so a failed run leaves the previous state (or nothing).
@@ -269,6 +270,7 @@ def write_outputs(result, out_dir: str | Path) -> Path:
     files = dict(getattr(result, "files", {}) or {})
     try:
         result.ratings.to_parquet(tmp / "ratings.parquet", index=False)
+        result.user_features.to_parquet(tmp / "user_features.parquet", index=False)
         if "lesson_durations" in files:
             shutil.copyfile(files["lesson_durations"], tmp / "lesson_durations.parquet")
         else:

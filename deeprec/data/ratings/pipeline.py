@@ -31,6 +31,7 @@ class RatingsResult:
     """The SPEC 1.10 tables plus what re-rating needs (sessions per user, lessons per course, cfg).
 
     ratings: user_id, course_id, rating, pct_viewed, lessons_viewed, first_seen (epoch s), split.
+    user_features: learner behaviour features per rated user (train courses only; learners.py).
     lesson_durations: user_id, course_id, lesson_id, seconds, views, first_seen, first_row.
     rejects: the rejected input rows (original columns) + reason, indexed by input row (0-based).
     An out-of-core run may keep lesson_durations and rejects on disk (`files`: name -> Parquet);
@@ -43,6 +44,7 @@ class RatingsResult:
         self.ratings, self.summary, self.sessions, self.lessons_in, self.cfg = ratings, summary, sessions, lessons_in, cfg
         self.files = dict(files or {})
         self._tables = {"lesson_durations": lesson_durations, "rejects": rejects}
+        self._user_features: pd.DataFrame | None = None
 
     def _table(self, name: str) -> pd.DataFrame:
         if self._tables[name] is not None:
@@ -52,6 +54,18 @@ class RatingsResult:
     @property
     def lesson_durations(self) -> pd.DataFrame:
         return self._table("lesson_durations")
+
+    @property
+    def user_features(self) -> pd.DataFrame:
+        """Learner behaviour features per rated user (deeprec.data.ratings.learners), computed once."""
+        if self._user_features is None:
+            from deeprec.data.ratings.learners import learner_features
+
+            durations = self._tables["lesson_durations"]
+            source = durations if durations is not None else self.files["lesson_durations"]
+            batch_rows = self.cfg.batch_rows if self.cfg is not None else 2_000_000
+            self._user_features = learner_features(self.ratings, source, batch_rows)
+        return self._user_features
 
     @property
     def rejects(self) -> pd.DataFrame:
