@@ -39,6 +39,7 @@ class AttentionConfig(ModelConfig):
     max_len: int = 50  # history items a candidate attends over
     use_ids: bool = True  # id embeddings (false: content features only)
     use_features: bool = True  # projected data.item_features when the data has them
+    use_user_features: bool = True  # projected data.user_features added to the interest vector when the data has them
     loss: str = "bce"  # bce (positive vs sampled negatives) | sampled_softmax
     n_negatives: int = 4  # sampled negatives per positive
     negative_sampler: str = "uniform"  # uniform | log_uniform (over popularity rank)
@@ -73,12 +74,13 @@ class AttentionRanker(HistoryBuffers, ItemContent, LightningRecommender):
     name = "attention"
     config_class = AttentionConfig
 
-    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, n_features: int = 0, **config) -> None:
+    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, n_features: int = 0, n_user_features: int = 0,
+                 **config) -> None:
         super().__init__(n_users, n_items, seed, **config)
         cfg = self.config
         d = cfg.embedding_dim
         self.item_embedding = nn.Embedding(n_items + 1, d, padding_idx=n_items) if cfg.use_ids else None
-        self.register_content(n_items, n_features, d)
+        self.register_content(n_items, n_features, d, n_users, n_user_features)
         self.item_bias = nn.Parameter(torch.zeros(n_items))
         self.activation_unit = nn.Linear(4 * d, cfg.attention_hidden)
         self.activation_out = nn.Linear(cfg.attention_hidden, 1)
@@ -92,18 +94,19 @@ class AttentionRanker(HistoryBuffers, ItemContent, LightningRecommender):
     def prepare(self, data) -> None:
         """Keep the standardised content features, the popularity ranking and the train histories."""
         self.check_shape(data)
-        features = self.prepare_content(data, self.config.use_features, self.config.negative_sampler == "log_uniform")
+        features = self.prepare_content(data, self.config.use_features, self.config.negative_sampler == "log_uniform",
+                                        self.config.use_user_features)
         if features is None and not self.config.use_ids:
             raise ConfigError(f"model.use_ids=false needs item features, but data {data.name!r} has none (or model.use_features=false)")
         self.rebuild_history(data, "train")
 
     def train_dataloader_for(self, data) -> DataLoader:
-        """One sample per train event: (the events before it, at most max_len; the event's item)."""
-        items, _, _, starts, _ = ordered_events(data, "train")
+        """One sample per train event: (the events before it, at most max_len; the event's item; its user)."""
+        items, _, _, starts, users = ordered_events(data, "train")
         if len(items) == 0:
             raise DataError(f"{data.name}: the train split is empty")
         histories = prefix_histories(items, starts, self.config.max_len, self.n_items)
-        self.training_rows = (torch.from_numpy(histories), torch.from_numpy(items.copy()))
+        self.training_rows = (torch.from_numpy(histories), torch.from_numpy(items.copy()), torch.from_numpy(users.copy()))
         return positions_loader(len(items), self.config.batch_size, self.config.num_workers)
 
     # -- network ----------------------------------------------------------------------------
@@ -144,14 +147,18 @@ class AttentionRanker(HistoryBuffers, ItemContent, LightningRecommender):
         weights = torch.softmax(logits, dim=1)
         return torch.nan_to_num(weights, nan=0.0)  # a user without history attends to nothing
 
-    def candidate_scores(self, history_items: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """scores [B, C] of candidates ([C] shared or [B, C] per row) for right-padded histories [B, L]."""
+    def candidate_scores(self, history_items: torch.Tensor, candidates: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
+        """scores [B, C] of candidates ([C] shared or [B, C] per row) for right-padded histories [B, L]
+        of users [B] (whose projected features, when the model has them, join the interest vector)."""
         vectors = self.item_vectors()
         valid = history_items != self.n_items
         history = self.dropout(vectors[history_items])
         candidate_vectors = vectors[candidates]
         weights = self.attention_weights(history, valid, candidate_vectors)
         interest = torch.einsum("blc,bld->bcd", weights, history)
+        learner = None if users is None else self.user_vectors(users)
+        if learner is not None:
+            interest = interest + learner.unsqueeze(1)
         if candidate_vectors.dim() == 2:
             candidate_vectors = candidate_vectors.unsqueeze(0).expand(interest.shape[0], -1, -1)
         features = torch.cat([interest, candidate_vectors, interest * candidate_vectors], dim=-1)
@@ -169,7 +176,7 @@ class AttentionRanker(HistoryBuffers, ItemContent, LightningRecommender):
         batch, width = history.shape
         chunk = max(1, self.config.score_chunk_elements // (batch * width * self.config.attention_hidden))
         all_items = torch.arange(self.n_items, device=history.device)
-        return torch.cat([self.candidate_scores(history, part) for part in all_items.split(chunk)], dim=1)
+        return torch.cat([self.candidate_scores(history, part, users) for part in all_items.split(chunk)], dim=1)
 
     # -- explanations -----------------------------------------------------------------------
     @torch.no_grad()
@@ -235,11 +242,11 @@ class AttentionRanker(HistoryBuffers, ItemContent, LightningRecommender):
 
     # -- training ---------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
-        history, positives = self.rows_of(batch)
+        history, positives, users = self.rows_of(batch)
         width = max(int((history != self.n_items).sum(1).max()), 1)
         negatives = sample_items(self.config.negative_sampler, self.items_by_rank, (len(positives), self.config.n_negatives))
         candidates = torch.cat([positives.unsqueeze(1), negatives], 1)
-        scores = self.candidate_scores(history[:, :width], candidates)
+        scores = self.candidate_scores(history[:, :width], candidates, users)
         accidental = torch.cat([torch.zeros_like(positives, dtype=torch.bool).unsqueeze(1),
                                 negatives == positives.unsqueeze(1)], 1)
         if self.config.loss == "bce":

@@ -38,6 +38,7 @@ class LSTMConfig(ModelConfig):
     max_len: int = 50  # events of history the LSTM reads (training windows and scoring)
     window_stride: int = 25  # training windows overlap by max_len - window_stride events of context
     use_features: bool = True  # add a projection of data.item_features when the data has them
+    use_user_features: bool = True  # add a projection of data.user_features to the state the next item is matched against
     time_features: str = "bucket"  # none | log (continuous log gap) | bucket (embedded log2 bucket)
     time_unit_seconds: float = 60.0  # gap g -> log2(1 + g / unit)
     n_time_buckets: int = 16
@@ -70,7 +71,7 @@ def training_windows(items, gaps, starts, max_len: int, stride: int):
     of context (or its whole history).
     """
     n = np.diff(starts)
-    n_windows = np.where(n >= 2, -(-(n - 1) // stride), 0)
+    n_windows = window_counts(starts, stride)
     owner = np.repeat(np.arange(len(n)), n_windows)
     k = np.arange(n_windows.sum()) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
     end = n[owner] - 1 - k * stride  # local position of the window's last target
@@ -89,18 +90,25 @@ def training_windows(items, gaps, starts, max_len: int, stride: int):
     )
 
 
+def window_counts(starts: np.ndarray, stride: int) -> np.ndarray:
+    """[U] training windows of each user's sequence (starts [U+1]): ceil((n - 1) / stride) for n >= 2."""
+    n = np.diff(starts)
+    return np.where(n >= 2, -(-(n - 1) // stride), 0)
+
+
 class LSTMRecommender(HistoryBuffers, ItemContent, LightningRecommender):
     """score(users [B]) -> [B, I] next-item logits after each user's stored history."""
 
     name = "lstm"
     config_class = LSTMConfig
 
-    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, n_features: int = 0, **config) -> None:
+    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, n_features: int = 0, n_user_features: int = 0,
+                 **config) -> None:
         super().__init__(n_users, n_items, seed, **config)
         cfg = self.config
         d = cfg.embedding_dim
         self.item_embedding = nn.Embedding(n_items + 1, d, padding_idx=n_items)
-        self.register_content(n_items, n_features, d)
+        self.register_content(n_items, n_features, d, n_users, n_user_features)
         if cfg.time_features == "bucket":
             self.time_embedding = nn.Embedding(cfg.n_time_buckets, d)
         elif cfg.time_features == "log":
@@ -119,17 +127,20 @@ class LSTMRecommender(HistoryBuffers, ItemContent, LightningRecommender):
     def prepare(self, data) -> None:
         """Keep the content features, the negative-sampling ranking and the train histories."""
         self.check_shape(data)
-        self.prepare_content(data, self.config.use_features, self.config.negative_sampler == "log_uniform")
+        self.prepare_content(data, self.config.use_features, self.config.negative_sampler == "log_uniform",
+                             self.config.use_user_features)
         self.rebuild_history(data, "train")
 
     def train_dataloader_for(self, data) -> DataLoader:
         items, gaps, _, starts, _ = ordered_events(data, "train")
         inputs, input_gaps, targets, in_loss = training_windows(items, gaps, starts, self.config.max_len, self.config.window_stride)
+        owners = np.repeat(np.arange(len(starts) - 1), window_counts(starts, self.config.window_stride))
         if not in_loss.any():
             raise DataError(f"{data.name}: no user has two train events, so there is no next item to learn")
         inputs = np.where(inputs < 0, self.n_items, inputs)
         self.training_rows = (
-            torch.from_numpy(inputs), torch.from_numpy(input_gaps), torch.from_numpy(targets), torch.from_numpy(in_loss)
+            torch.from_numpy(inputs), torch.from_numpy(input_gaps), torch.from_numpy(targets), torch.from_numpy(in_loss),
+            torch.from_numpy(owners.astype(np.int64)),
         )
         return positions_loader(len(inputs), self.config.batch_size, self.config.num_workers)
 
@@ -164,18 +175,25 @@ class LSTMRecommender(HistoryBuffers, ItemContent, LightningRecommender):
         out, _ = self.lstm(self.dropout(x))
         return self.to_item_space(self.dropout(out))
 
-    def forward(self, items: torch.Tensor, gaps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Next-item logits [B, I] after right-padded histories items [B, L] of `lengths` [B]."""
+    def with_user(self, states: torch.Tensor, users: torch.Tensor | None) -> torch.Tensor:
+        """Item-space states [B, d] (or [B, L, d]) plus the users' projected features, when the model has them."""
+        learner = None if users is None else self.user_vectors(users)
+        if learner is None:
+            return states
+        return states + (learner if states.dim() == 2 else learner.unsqueeze(1))
+
+    def forward(self, items: torch.Tensor, gaps: torch.Tensor, lengths: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-item logits [B, I] after right-padded histories items [B, L] of `lengths` [B] (of users [B])."""
         width = max(int(lengths.max()), 1)
         out = self.encode(items[:, :width], gaps[:, :width])
         last = out.gather(1, (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, out.shape[2])).squeeze(1)
         last = torch.where((lengths > 0).unsqueeze(1), last, torch.zeros_like(last))
-        return last @ self.output_vectors().T + self.output_bias
+        return self.with_user(last, users) @ self.output_vectors().T + self.output_bias
 
     @torch.no_grad()
     def score(self, users: torch.Tensor) -> torch.Tensor:
         users = users.to(self.history_items.device)
-        return self(self.history_items[users], self.history_gaps[users], self.history_lengths[users])
+        return self(self.history_items[users], self.history_gaps[users], self.history_lengths[users], users)
 
     # -- training ---------------------------------------------------------------------------
     def next_item_loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -199,8 +217,8 @@ class LSTMRecommender(HistoryBuffers, ItemContent, LightningRecommender):
         return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.int64, device=logits.device))
 
     def training_step(self, batch, batch_idx):
-        inputs, gaps, targets, in_loss = self.rows_of(batch)
-        hidden = self.encode(inputs, gaps)[in_loss]
+        inputs, gaps, targets, in_loss, users = self.rows_of(batch)
+        hidden = self.with_user(self.encode(inputs, gaps), users)[in_loss]
         loss = self.next_item_loss(hidden, targets[in_loss])
         self.log("train/loss", loss, prog_bar=False, on_step=False, on_epoch=True, batch_size=int(in_loss.sum()))
         return loss

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from deeprec.config import check_at_least, check_choice
 from deeprec.errors import ConfigError, DataError
 from deeprec.models.base import LightningRecommender, positions_loader
+from deeprec.models.features import SideFeatures
 from deeprec.recommender import ModelConfig
 
 VARIANTS = ("gmf", "mlp", "neumf")
@@ -41,6 +42,8 @@ class NCFConfig(ModelConfig):
     loss: str = "bce"  # bce (pointwise) | bpr (pairwise, each positive vs each of its negatives)
     num_negatives: int = 4
     rating_weights: bool = False  # weight each positive's loss by rating / mean train rating
+    use_features: bool = True  # add projected data.item_features to the item embeddings when the data has them
+    use_user_features: bool = True  # add projected data.user_features to the user embeddings when the data has them
     pretrain: bool = False  # neumf only: initialise from a GMF and an MLP trained pretrain_epochs each
     pretrain_epochs: int = 5
     pretrain_alpha: float = 0.5  # NeuMF output = alpha * GMF output layer ++ (1 - alpha) * MLP's
@@ -89,13 +92,17 @@ def sample_negatives(users: torch.Tensor, n: int, indptr, keys, n_items: int) ->
     return torch.where(saturated[:, None], r % n_items, items)
 
 
-class NCF(LightningRecommender):
-    """score(users [B]) -> [B, I] logits of the GMF, MLP or NeuMF interaction function."""
+class NCF(SideFeatures, LightningRecommender):
+    """score(users [B]) -> [B, I] logits of the GMF, MLP or NeuMF interaction function.
+
+    With side features, each embedding is the id's plus a projection of the user's or item's
+    features (one projection per side into the GMF and MLP widths side by side)."""
 
     name = "ncf"
     config_class = NCFConfig
 
-    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, **config) -> None:
+    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, n_features: int = 0, n_user_features: int = 0,
+                 **config) -> None:
         super().__init__(n_users, n_items, seed, **config)
         cfg = self.config
         self.uses_gmf = cfg.variant in ("gmf", "neumf")
@@ -113,7 +120,31 @@ class NCF(LightningRecommender):
             out_width += widths[-1]
         self.dropout = nn.Dropout(cfg.dropout)
         self.output = nn.Linear(out_width, 1)
+        self.register_side_features(n_users, n_items, n_features, n_user_features, self.embedding_width)
         self.reset_parameters()
+
+    @property
+    def embedding_width(self) -> int:
+        """GMF then MLP embedding sizes side by side (the width of a projected feature vector)."""
+        return (self.config.gmf_dim if self.uses_gmf else 0) + (self.config.mlp_dim if self.uses_mlp else 0)
+
+    def embeddings(self, table: str, index: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(GMF, MLP) vectors of users or items (`table` "user" | "item"; rows `index`, all when None):
+        the id embeddings plus the projected side features."""
+        gmf = getattr(self, f"gmf_{table}", None)
+        mlp = getattr(self, f"mlp_{table}", None)
+        pick = (lambda e: e.weight) if index is None else (lambda e: e(index))
+        out = [pick(gmf) if self.uses_gmf else None, pick(mlp) if self.uses_mlp else None]
+        content = self.item_content if table == "item" else self.user_content
+        projected = content(None if index is None else index.reshape(-1))
+        if projected is not None:
+            projected = projected.reshape(*out[0 if self.uses_gmf else 1].shape[:-1], -1)
+            g = self.config.gmf_dim if self.uses_gmf else 0
+            if self.uses_gmf:
+                out[0] = out[0] + projected[..., :g]
+            if self.uses_mlp:
+                out[1] = out[1] + projected[..., g:]
+        return out[0], out[1]
 
     def reset_parameters(self) -> None:
         """The paper's initialisation: N(0, 0.01) embeddings, Xavier/He layers."""
@@ -129,8 +160,9 @@ class NCF(LightningRecommender):
 
     # -- data -------------------------------------------------------------------------------
     def prepare(self, data) -> None:
-        """Keep the train positives (CSR) for negative sampling."""
+        """Keep the side features and the train positives (CSR) for negative sampling."""
         self.check_shape(data)
+        self.prepare_side_features(data, self.config.use_features, self.config.use_user_features)
         train = data.matrix("train", binary=True)
         if train.nnz == 0:
             raise DataError(f"{data.name}: the train split is empty; ncf needs train interactions")
@@ -168,13 +200,15 @@ class NCF(LightningRecommender):
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Logits [B, N] of user [B] with items [B, N] (each row its own candidates)."""
         parts = []
+        gmf_user, mlp_user = self.embeddings("user", users)
+        gmf_item, mlp_item = self.embeddings("item", items)
         if self.uses_gmf:
-            parts.append(self.gmf_user(users)[:, None, :] * self.gmf_item(items))
+            parts.append(gmf_user[:, None, :] * gmf_item)
         if self.uses_mlp:
             first = self.mlp[0]
             d = self.config.mlp_dim
-            user_part = self.mlp_user(users) @ first.weight[:, :d].T + first.bias  # [B, h1]
-            item_part = self.mlp_item(items) @ first.weight[:, d:].T  # [B, N, h1]
+            user_part = mlp_user @ first.weight[:, :d].T + first.bias  # [B, h1]
+            item_part = mlp_item @ first.weight[:, d:].T  # [B, N, h1]
             parts.append(self.mlp_tower(user_part[:, None, :] + item_part))
         return self.output(torch.cat(parts, -1)).squeeze(-1)
 
@@ -182,8 +216,7 @@ class NCF(LightningRecommender):
     def item_embeddings(self) -> torch.Tensor:
         """[I, d] the item embeddings of the towers in use, side by side (GMF then MLP): features for
         the LinUCB head's neural-linear mode."""
-        parts = ([self.gmf_item.weight] if self.uses_gmf else []) + ([self.mlp_item.weight] if self.uses_mlp else [])
-        return torch.cat(parts, 1).detach().clone()
+        return torch.cat([e for e in self.embeddings("item") if e is not None], 1).detach().clone()
 
     def score_memory_mb(self, device: torch.device) -> int:
         """The activation budget of score(): the configured one, or by device when 0. On a CPU,
@@ -200,14 +233,16 @@ class NCF(LightningRecommender):
         users = users.to(self.output.weight.device)
         w = self.output.weight[0]
         scores = self.output.bias.expand(len(users), self.n_items).clone()
+        gmf_user, mlp_user = self.embeddings("user", users)
+        gmf_item, mlp_item = self.embeddings("item")
         if self.uses_gmf:
             g = self.config.gmf_dim
-            scores += (self.gmf_user(users) * w[:g]) @ self.gmf_item.weight.T
+            scores += (gmf_user * w[:g]) @ gmf_item.T
         if self.uses_mlp:
             first = self.mlp[0]
             d = self.config.mlp_dim
-            user_part = self.mlp_user(users) @ first.weight[:, :d].T + first.bias  # [B, h1]
-            item_part = self.mlp_item.weight @ first.weight[:, d:].T  # [I, h1]
+            user_part = mlp_user @ first.weight[:, :d].T + first.bias  # [B, h1]
+            item_part = mlp_item @ first.weight[:, d:].T  # [I, h1]
             w_mlp = w[self.config.gmf_dim if self.uses_gmf else 0 :]
             per_user = self.n_items * max(self.config.mlp_layers) * 4 * 2
             chunk = min(len(users), max(1, self.score_memory_mb(users.device) * 2**20 // per_user))
@@ -293,4 +328,13 @@ class NCF(LightningRecommender):
                 mine.load_state_dict(theirs.state_dict())
             self.output.weight.copy_(torch.cat([alpha * gmf.output.weight, (1 - alpha) * mlp.output.weight], 1))
             self.output.bias.copy_(alpha * gmf.output.bias + (1 - alpha) * mlp.output.bias)
+            self.prepare_side_features(data, self.config.use_features, self.config.use_user_features)
+            g = self.config.gmf_dim
+            for side in ("item_content", "user_content"):
+                mine = getattr(self, side).projection
+                if mine is not None:  # the towers' feature projections, side by side like the embeddings
+                    for tower, rows in ((gmf, slice(0, g)), (mlp, slice(g, None))):
+                        theirs = getattr(tower, side).projection
+                        mine.weight[rows].copy_(theirs.weight)
+                        mine.bias[rows].copy_(theirs.bias)
         return towers

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from deeprec.errors import DataError
+from deeprec.models.features import SideFeatures
 
 SAMPLERS = ("log_uniform", "uniform")
 
@@ -60,20 +61,6 @@ def popularity_ranking(data, splits="train") -> tuple[np.ndarray, np.ndarray]:
     n = len(by_rank)
     log_q = np.log(np.log((rank + 2.0) / (rank + 1.0)) / math.log(n + 1.0))
     return by_rank, log_q.astype(np.float32)
-
-
-def standardised_features(data, use_features: bool) -> torch.Tensor | None:
-    """data.item_features as z-scores [I, F] float32 (constant columns become 0), or None."""
-    frame = getattr(data, "item_features", None)
-    if not use_features or frame is None or frame.shape[1] == 0:
-        return None
-    values = frame.to_numpy(np.float32)
-    if not np.isfinite(values).all():
-        bad = frame.columns[~np.isfinite(values).all(axis=0)][0]
-        raise DataError(f"item feature column {bad!r} holds NaN or infinite values; fill or drop it")
-    std = values.std(axis=0)
-    values = (values - values.mean(axis=0)) / np.where(std > 0, std, 1.0)
-    return torch.from_numpy(values.astype(np.float32))
 
 
 def sample_items(sampler: str, items_by_rank: torch.Tensor, shape) -> torch.Tensor:
@@ -190,37 +177,39 @@ class HistoryBuffers:
         self._observed_splits = None
 
 
-class ItemContent:
-    """Mixin for nn.Modules: the data's item features (standardised) projected into a `dim`-wide item
-    space, and the popularity ranking that log-uniform negatives draw from.
+class ItemContent(SideFeatures):
+    """Mixin for nn.Modules: the data's item (and user) features projected into a `dim`-wide space
+    (deeprec.models.features), and the popularity ranking that log-uniform negatives draw from.
 
-    register_content() creates every attribute the other methods use; `n_features` is a constructor
-    argument of the model (the projection's width), so it is part of init_args."""
+    register_content() creates every attribute the other methods use; `n_features` / `n_user_features`
+    are constructor arguments of the model (the projections' widths), so they are part of init_args."""
 
-    def register_content(self, n_items: int, n_features: int, dim: int) -> None:
-        """feature_projection (Linear n_features -> dim, None without features), buffers item_features
-        [I, n_features], items_by_rank [I] and log_q [I] (log-uniform log-probabilities)."""
-        self.n_features = n_features
-        self.content_dim = dim
-        self.feature_projection = nn.Linear(n_features, dim) if n_features else None
-        self.register_buffer("item_features", torch.zeros(n_items, n_features))
+    #: state keys of checkpoints written before the shared feature module (renamed when loaded)
+    RENAMED_KEYS = {"item_features": "item_content.values", "feature_projection.weight": "item_content.projection.weight",
+                    "feature_projection.bias": "item_content.projection.bias"}
+
+    def register_content(self, n_items: int, n_features: int, dim: int, n_users: int = 0, n_user_features: int = 0) -> None:
+        """item_content / user_content (FeatureInput to dim), buffers items_by_rank [I] and log_q [I]
+        (log-uniform log-probabilities)."""
+        self.register_side_features(n_users, n_items, n_features, n_user_features, dim)
         self.register_buffer("items_by_rank", torch.arange(n_items))
         self.register_buffer("log_q", torch.full((n_items,), -math.log(max(n_items, 1))))
+        self._register_load_state_dict_pre_hook(self._rename_old_keys)
 
-    def init_args(self) -> dict:
-        return {**super().init_args(), "n_features": self.n_features}
+    def _rename_old_keys(self, state_dict, prefix, *args) -> None:
+        for old, new in self.RENAMED_KEYS.items():
+            if prefix + old in state_dict:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
 
-    def prepare_content(self, data, use_features: bool, log_uniform: bool) -> torch.Tensor | None:
-        """Keep data's standardised item features (a new projection when their width changes) and, for
-        log-uniform negatives, its popularity ranking. Returns the features [I, F] or None."""
-        features = standardised_features(data, use_features)
-        n_features = 0 if features is None else features.shape[1]
-        if n_features != self.n_features:
-            self.n_features = n_features
-            self.feature_projection = nn.Linear(n_features, self.content_dim) if n_features else None
-            self.item_features = torch.zeros(len(self.items_by_rank), n_features)
-        if features is not None:
-            self.item_features.copy_(features)
+    @property
+    def item_features(self) -> torch.Tensor:
+        """The standardised item features [I, F] the projection reads."""
+        return self.item_content.values
+
+    def prepare_content(self, data, use_features: bool, log_uniform: bool, use_user_features: bool = False) -> torch.Tensor | None:
+        """Keep data's standardised item (and user) features and, for log-uniform negatives, its
+        popularity ranking. Returns the item features [I, F] or None."""
+        features, _ = self.prepare_side_features(data, use_features, use_user_features)
         if log_uniform:
             by_rank, log_q = popularity_ranking(data)
             self.items_by_rank.copy_(torch.from_numpy(by_rank))
@@ -229,7 +218,7 @@ class ItemContent:
 
     def content_vectors(self) -> torch.Tensor | None:
         """Projected features [I + 1, dim] (last row, the padding item: zero), or None without features."""
-        if self.feature_projection is None:
+        projected = self.item_content()
+        if projected is None:
             return None
-        projected = self.feature_projection(self.item_features)
         return torch.cat([projected, projected.new_zeros(1, projected.shape[1])])
