@@ -230,7 +230,9 @@ def test_recommender_config_errors(table_data):
     with pytest.raises(ConfigError, match="feature_path"):
         LinUCBRecommender(3, 3, features="table")
     with pytest.raises(DataError, match="video_stats"):
-        LinUCBRecommender(data.n_users, data.n_items).fit(data)
+        LinUCBRecommender(data.n_users, data.n_items, features="video_stats").fit(data)
+    with pytest.raises(DataError, match="reward='fracComp'.*auto or rating"):
+        LinUCBRecommender(data.n_users, data.n_items, reward="fracComp").fit(data)
 
 
 def test_deeprec_train_coursera_linucb(tmp_path, shared_data):

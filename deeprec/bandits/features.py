@@ -13,9 +13,13 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from deeprec.data.adapters.coursera import clean_behaviour, read_behaviour
+from deeprec.bandits.linucb import FactoredAlpha
+from deeprec.data.adapters.coursera import VIDEO_FEATURES, clean_behaviour, read_behaviour, video_features
 
-VIDEO_FEATURES = ("fracStudy", "avgfracComp", "fracnumRWs", "fracCorrect", "dif")
+__all__ = ["VIDEO_FEATURES", "PersonalisedAlpha", "attention", "clean_video_behaviour", "course_difficulty", "personalised_alpha",
+           "rating_signal", "read_video_behaviour", "video_features", "watched_matrix"]
+
+
 def clean_video_behaviour(raw: pd.DataFrame, source: str = "behaviour table") -> tuple[pd.DataFrame, pd.DataFrame]:
     """(accepted rows, rejects with `reason`) by SPEC 2.1 with the default limits: the coursera
     data adapter's cleaning (empty records, error records, missing ids, bad values, duplicates)."""
@@ -37,42 +41,62 @@ def watched_matrix(student: np.ndarray, video: np.ndarray, n_students: int, n_vi
     return w
 
 
-def video_features(
-    behaviour: pd.DataFrame, student: np.ndarray, video: np.ndarray, n_students: int, n_videos: int,
-    p: float = 0.5, q: float = 0.5, max_rewinds: float = 60.0,
-) -> np.ndarray:
-    """X: [n_videos, 5] float64 columns VIDEO_FEATURES (SPEC 2.3), over the students who watched each video.
-
-    student/video: the row's integer indices. fracStudy = M_j / n_students; avgfracComp = mean fracComp;
-    fracnumRWs = mean(min(numRWs, 60)) / 60; fracCorrect = mean s; dif = p(1 − fracCorrect) + q·fracnumRWs.
-    A video nobody watched gets zeros (and dif = p).
-    """
-    watchers = np.bincount(video, minlength=n_videos).astype(np.float64)
-    denom = np.maximum(watchers, 1.0)
-
-    def mean_per_video(values: np.ndarray) -> np.ndarray:
-        return np.bincount(video, weights=values.astype(np.float64), minlength=n_videos) / denom
-
-    frac_study = watchers / max(n_students, 1)
-    avg_comp = mean_per_video(behaviour["fracComp"].to_numpy())
-    frac_rws = mean_per_video(np.minimum(behaviour["numRWs"].to_numpy(np.float64), max_rewinds)) / max_rewinds
-    frac_correct = mean_per_video(behaviour["s"].to_numpy())
-    dif = p * (1.0 - frac_correct) + q * frac_rws
-    return np.stack([frac_study, avg_comp, frac_rws, frac_correct, dif], axis=1)
-
-
 def attention(watched: sp.csr_matrix, dif: np.ndarray | torch.Tensor, users=None) -> torch.Tensor:
     """S: [U, n_videos] float64, S[s, j] = mean over the videos m that s watched of |dif_j − dif_m| (SPEC 2.4).
 
-    All students at once: S = W @ |dif_j − dif_m| / m_s; a student with no video gets S = 0.
-    `users` (optional index array) selects rows of W.
+    With the videos sorted by difficulty x, S_s(x_k) = (x_k (2 C_k − m_s) + T_s − 2 P_k) / m_s, where
+    C_k and P_k count and sum the watched difficulties before position k and T_s sums all of them:
+    two cumulative sums per user, O(U · n) instead of the O(U · n²) product with |x_j − x_m|.
+    A student with no video gets S = 0. `users` (optional index array) selects rows of W.
     """
     dif = torch.as_tensor(np.asarray(dif), dtype=torch.float64)
-    gaps = (dif.unsqueeze(0) - dif.unsqueeze(1)).abs()  # [n_videos (m), n_videos (j)]
+    order = torch.argsort(dif, stable=True)
+    x = dif[order]
     rows = watched if users is None else watched[np.asarray(users)]
-    w = torch.from_numpy(np.asarray(rows.todense(), dtype=np.float64))
-    m = w.sum(1, keepdim=True).clamp(min=1.0)
-    return (w @ gaps) / m
+    w = torch.from_numpy(np.asarray(rows.todense(), dtype=np.float64))[:, order]
+    m = w.sum(1, keepdim=True)
+    weighted = w * x
+    before = torch.cumsum(w, 1) - w  # C_k: watched videos strictly before position k
+    before_sum = torch.cumsum(weighted, 1) - weighted  # P_k
+    total = weighted.sum(1, keepdim=True)  # T_s
+    sorted_scores = (x * (2 * before - m) + total - 2 * before_sum) / m.clamp(min=1.0)
+    out = torch.empty_like(sorted_scores)
+    out[:, order] = sorted_scores
+    return out
+
+
+class PersonalisedAlpha(FactoredAlpha):
+    """α_s[j] = ability_s · S_s[j] (SPEC 2.4) as its factors: ability [U], and the attention S computed
+    for a chunk of users at a time from the watched matrix and the difficulties (never [U, n] at once)."""
+
+    def __init__(self, ability: torch.Tensor, watched: sp.csr_matrix, dif: torch.Tensor) -> None:
+        self.ability = torch.as_tensor(ability, dtype=torch.float64)
+        self.watched = watched
+        self.dif = torch.as_tensor(dif, dtype=torch.float64).cpu()
+
+    def factors(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = users.detach().cpu().numpy()
+        return self.ability[rows], attention(self.watched, self.dif, rows)
+
+
+def rating_signal(ratings: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """(completion [N] = rating / scale in 0..1, success [N] = 1 where the rating is the maximum): what
+    fracComp and the quiz answer s are on Coursera, read from a course log's ratings (SPEC 1.8: 5 = the
+    learner viewed at least their usual share of the course)."""
+    scale = scale if scale > 0 else 1.0
+    completion = np.clip(np.asarray(ratings, np.float64) / scale, 0.0, 1.0)
+    return completion, (completion >= 1.0 - 1e-9).astype(np.float64)
+
+
+def course_difficulty(items: np.ndarray, completion: np.ndarray, success: np.ndarray, n_items: int,
+                      p: float = 0.5, q: float = 0.5) -> np.ndarray:
+    """dif [n_items] = p (1 − mean success) + q (1 − mean completion) over the rows of each item (SPEC 2.3's
+    form, with the completion signal in place of rewinds); an item without rows gets p + q."""
+    count = np.bincount(items, minlength=n_items).astype(np.float64)
+    denom = np.maximum(count, 1.0)
+    mean_success = np.bincount(items, weights=success, minlength=n_items) / denom
+    mean_completion = np.bincount(items, weights=completion, minlength=n_items) / denom
+    return np.where(count > 0, p * (1 - mean_success) + q * (1 - mean_completion), p + q)
 
 
 def personalised_alpha(ability: np.ndarray | torch.Tensor, attention_scores: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,15 @@ from deeprec.ranking import mask_excluded, topk_with_pads
 INVERSE_METHODS = ("auto", "columns", "lapack")
 
 
+class FactoredAlpha:
+    """An exploration weight α[u, j] = scale[u] · attention[u, j] kept as its factors: `factors(users)`
+    returns (scale [B], attention [B, n_arms]) for one chunk of users, multiplied into the confidence
+    width inside the scoring kernel, so no dense [users, arms] α is ever built."""
+
+    def factors(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
 def batched_cholesky(a: torch.Tensor) -> torch.Tensor:
     """L: [B, d, d] lower Cholesky factors of SPD a [B, d, d], column by column in batched tensor ops.
 
@@ -281,16 +290,22 @@ class BatchedLinUCB:
         packed_inv = self.A_inv[users][:, rows, cols] * weights
         scores = packed_inv @ zt  # variance diag(X A⁻¹ Xᵀ) for every (user, arm)
         scores.clamp_(min=0).sqrt_()
-        if isinstance(alpha, torch.Tensor):
+        if isinstance(alpha, tuple):  # FactoredAlpha: the attention, then the per-user scale
+            scale, attention = alpha
+            scores.mul_(attention.to(scores.device, scores.dtype)).mul_(scale.to(scores.device, scores.dtype).unsqueeze(1))
+        elif isinstance(alpha, torch.Tensor):
             scores.mul_(alpha)
         elif alpha != 1.0:
             scores.mul_(alpha)
         return scores.addmm_(self.theta[users], xt)
 
-    def _alpha_rows(self, alpha, start: int, stop: int):
-        """The exploration weight for users start:stop: a float, or rows of a [U, n_arms] / [U] tensor."""
+    def _alpha_rows(self, alpha, start: int, stop: int, users: torch.Tensor):
+        """The exploration weight for users start:stop (indices `users` [B]): a float, rows of a
+        [U, n_arms] / [U] tensor, or the (scale, attention) factors of a FactoredAlpha."""
         if alpha is None:
             return self.alpha
+        if isinstance(alpha, FactoredAlpha):
+            return alpha.factors(users)
         if isinstance(alpha, torch.Tensor):
             rows = alpha[start:stop].to(self.device, self.dtype)
             return rows.unsqueeze(1) if rows.dim() == 1 else rows
@@ -304,13 +319,14 @@ class BatchedLinUCB:
     def ucb(self, arm_features, users=None, alpha=None) -> torch.Tensor:
         """p: [U, n_arms] upper confidence bounds for `users` (default all) and arms X [n_arms, d].
 
-        alpha: None (self.alpha), a float, or a tensor [U, n_arms] (per user and arm) or [U].
+        alpha: None (self.alpha), a float, a tensor [U, n_arms] (per user and arm) or [U], or a
+        FactoredAlpha (scale [U] x attention, computed chunk by chunk).
         """
         users = self._users(users)
         xt, zt, weights = self._arms(arm_features)
         out = torch.empty(len(users), xt.shape[1], dtype=self.dtype, device=self.device)
         for s, e in self._chunks(len(users), xt.shape[1]):
-            out[s:e] = self._chunk_scores(users[s:e], xt, zt, weights, self._alpha_rows(alpha, s, e))
+            out[s:e] = self._chunk_scores(users[s:e], xt, zt, weights, self._alpha_rows(alpha, s, e, users[s:e]))
         return out
 
     @torch.no_grad()
@@ -324,7 +340,7 @@ class BatchedLinUCB:
         xt, zt, weights = self._arms(arm_features)
         out = torch.empty((len(users), int(k)), dtype=torch.int64, device=self.device)
         for s, e in self._chunks(len(users), xt.shape[1]):
-            scores = self._chunk_scores(users[s:e], xt, zt, weights, self._alpha_rows(alpha, s, e))
+            scores = self._chunk_scores(users[s:e], xt, zt, weights, self._alpha_rows(alpha, s, e, users[s:e]))
             excluded = None if exclude is None else exclude[s:e]
             out[s:e] = topk_with_pads(mask_excluded(scores, excluded), int(k))[1]
         return out

@@ -18,7 +18,7 @@ from deeprec.bandits.ability import GROUPS
 from deeprec.data.interactions import InteractionData, from_frame
 from deeprec.config import check_choice
 from deeprec.ranking import full_ranking_topk
-from deeprec.evaluation.metrics import _set_metrics, evaluate_topk
+from deeprec.evaluation.metrics import _set_metrics, adaptivity, evaluate_topk
 
 PROTOCOLS = ("paper", "holdout")
 PAPER_KS = (5, 8, 10)
@@ -75,18 +75,6 @@ def rank_videos(model, data: InteractionData, protocol: str, k: int, batch_size:
     _, items = full_ranking_topk(model.score, np.arange(data.n_users), k, exclude=exclude, batch_size=batch_size,
                                  device=model.device)
     return items
-
-
-def adaptivity(topk: torch.Tensor, k: int, dif: np.ndarray, watched: sp.csr_matrix) -> float:
-    """mean over students of (mean dif over R(s)@k − mean dif over the videos s watched); students with neither skipped."""
-    lists = topk[:, :k].numpy()
-    valid = lists >= 0
-    dif = np.asarray(dif, np.float64)
-    rec = np.where(valid, dif[np.clip(lists, 0, None)], 0.0).sum(1) / np.maximum(valid.sum(1), 1)
-    m = np.asarray(watched.sum(1)).ravel()
-    seen = np.asarray(watched @ dif).ravel() / np.maximum(m, 1)
-    keep = (m > 0) & valid.any(1)
-    return float((rec - seen)[keep].mean()) if keep.any() else float("nan")
 
 
 def personalization(topk: torch.Tensor, k: int, n_items: int) -> float:

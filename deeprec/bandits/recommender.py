@@ -1,9 +1,18 @@
 """LinUCBRecommender: the ability-aware LinUCB of SPEC 2.4 behind the Recommender interface (`model=linucb`).
 
 Arms are the items; arm features X [n_items, d] come from the Coursera video statistics (SPEC 2.3),
-the data's item_features, a feature table (item_id + numeric columns), or the item embeddings of a
-trained deep model's checkpoint (neural-linear mode). Each user's ridge model is fit on the items
-of their known history with the configured reward column as payoff.
+the data's item_features, item factors of the train split, a feature table (item_id + numeric
+columns), or the item embeddings of a trained deep model's checkpoint (neural-linear mode).
+`features=auto` (the default) works on any data: the video statistics where the Coursera behaviour
+table is there, else the data's item features (z-scored), else item factors fitted on the train
+split (truncated SVD, `factor_dim`). Each user's ridge model is fit on the items of their known
+history with the reward as payoff (auto: fracComp on Coursera, the rating elsewhere).
+
+Personalised exploration α_s = ability_s · S_s (SPEC 2.4) works on course logs too: ability from
+the rating signal (participation, mean rating / max, share of completed items, with w_p, w_c, w_q),
+difficulty from the data's `difficulty` feature or, without one, from the ratings (p · (1 − share of
+completions) + q · (1 − mean rating / max)). α stays as its factors (ability [U] and the attention
+computed per chunk of users), never a dense [users, arms] tensor.
 """
 
 from __future__ import annotations
@@ -18,15 +27,18 @@ import scipy.sparse as sp
 import torch
 
 from deeprec.bandits.ability import student_ability
-from deeprec.bandits.features import VIDEO_FEATURES, attention, video_features, watched_matrix
+from deeprec.bandits.features import (
+    VIDEO_FEATURES, PersonalisedAlpha, course_difficulty, rating_signal, video_features, watched_matrix,
+)
 from deeprec.bandits.linucb import INVERSE_METHODS, BatchedLinUCB
 from deeprec.config import DTYPES, check_choice, resolve_device, resolve_dtype
+from deeprec.data.features import item_difficulty, item_factors
 from deeprec.errors import ConfigError, DataError
 from deeprec.recommender import ModelConfig, Recommender, csr_to_tensors, tensors_to_csr
 
 log = logging.getLogger("deeprec.bandits")
 
-FEATURE_SOURCES = ("video_stats", "item_features", "table", "embeddings")
+FEATURE_SOURCES = ("auto", "video_stats", "item_features", "factors", "table", "embeddings")
 ALPHA_MODES = ("fixed", "personalised")
 
 
@@ -42,10 +54,11 @@ class LinUCBConfig(ModelConfig):
     p: float = 0.5  # dif weight of (1 − fracCorrect)
     q: float = 0.5  # dif weight of fracnumRWs
     max_rewinds: float = 60.0  # numRWs is capped here and divided by it for fracnumRWs
-    features: str = "video_stats"  # video_stats | item_features | table | embeddings
+    features: str = "auto"  # auto | video_stats | item_features | factors | table | embeddings
     feature_path: str = ""  # table: Parquet/CSV item_id + numeric columns; embeddings: a deeprec checkpoint
-    standardize_features: bool = False  # z-score each feature column (the paper uses raw 0..1 features)
-    reward: str = "fracComp"  # payoff column of data.extras["video_behaviour"]; "rating" uses data.frame
+    factor_dim: int = 16  # features=factors (or auto without item features): dimensions of the item factors
+    standardize_features: bool | None = None  # z-score each column; null: the data's item features only (the paper uses raw video stats)
+    reward: str = "auto"  # auto | rating | a column of data.extras["video_behaviour"] (fracComp, s, ...)
     dtype: str = "float32"  # float32 | float64
     reinvert_every: int = 64  # rank-1 updates of a user before A⁻¹ is recomputed from A
     chunk_elements: int = 16777216  # user x arm scores held at once while scoring
@@ -58,6 +71,8 @@ class LinUCBConfig(ModelConfig):
         check_choice(self.inverse_method, INVERSE_METHODS, "model.inverse_method")
         if self.features in ("table", "embeddings") and not self.feature_path:
             raise ConfigError(f"model.features={self.features} needs model.feature_path=PATH")
+        if self.factor_dim < 1:
+            raise ConfigError(f"model.factor_dim={self.factor_dim} must be at least 1")
         return self
 
 
@@ -133,27 +148,39 @@ class LinUCBRecommender(Recommender):
         self.ability = torch.zeros(self.n_users, dtype=torch.float64)
         self.dif = torch.zeros(self.n_items, dtype=torch.float64)
         self.watched = sp.csr_matrix((self.n_users, self.n_items), dtype=np.float32)
+        self.rating_scale = 1.0
 
     # -- fitting --------------------------------------------------------------------------------
-    def _arm_features(self, data, rows: pd.DataFrame | None) -> np.ndarray:
+    def feature_source(self, data, rows: pd.DataFrame | None) -> str:
+        """The arm representation `features` names; auto: video_stats, item_features or factors (module docstring)."""
+        if self.config.features != "auto":
+            return self.config.features
+        if rows is not None:
+            return "video_stats"
+        return "item_features" if data.item_features is not None and data.item_features.shape[1] else "factors"
+
+    def _arm_features(self, data, rows: pd.DataFrame | None, source: str) -> np.ndarray:
         c = self.config
-        if c.features == "video_stats":
+        if source == "video_stats":
             if rows is None:
                 raise DataError(
                     f"model.features=video_stats needs the Coursera behaviour table (data=coursera); data={data.name} "
-                    "has none: use model.features=item_features, table or embeddings"
+                    "has none: use model.features=auto, item_features, factors, table or embeddings"
                 )
             x = video_features(rows, rows["user"].to_numpy(), rows["item"].to_numpy(), data.n_users, data.n_items,
                                c.p, c.q, c.max_rewinds)
-        elif c.features == "item_features":
+        elif source == "item_features":
             if data.item_features is None:
                 raise DataError(f"model.features=item_features but data={data.name} has no item features")
             x = data.item_features.to_numpy(np.float64)
-        elif c.features == "table":
+        elif source == "factors":
+            x = item_factors(data, c.factor_dim, self.seed)
+        elif source == "table":
             x = read_feature_table(c.feature_path, data.item_ids)
         else:
             x = checkpoint_embeddings(c.feature_path, data.item_ids)
-        if c.standardize_features:
+        standardize = c.standardize_features if c.standardize_features is not None else source == "item_features"
+        if standardize:
             scale = x.std(0)
             x = (x - x.mean(0)) / np.where(scale > 0, scale, 1.0)
         return x
@@ -161,14 +188,18 @@ class LinUCBRecommender(Recommender):
     def _history(self, data, splits: tuple[str, ...]):
         """(rows with user/item/reward, behaviour rows or None) of the known history in `splits`."""
         rows = behaviour_rows(data, splits)
-        if self.config.reward == "rating" or rows is None:
-            if self.config.reward != "rating" and self.config.reward not in ("fracComp",):
-                raise DataError(f"model.reward={self.config.reward!r} needs the Coursera behaviour table; data={data.name} has none")
+        reward = self.config.reward
+        if reward == "auto":
+            reward = "fracComp" if rows is not None else "rating"
+        if reward == "rating":
             frame = data.rows(splits)
             return frame.assign(reward=frame["rating"].astype(np.float64)), rows
-        if self.config.reward not in rows.columns:
-            raise DataError(f"model.reward={self.config.reward!r} is not a column of the behaviour table; columns: {list(rows.columns)}")
-        return rows.assign(reward=rows[self.config.reward].astype(np.float64)), rows
+        if rows is None:
+            raise DataError(f"model.reward={reward!r} needs the Coursera behaviour table; data={data.name} has none "
+                            "(use model.reward=auto or rating)")
+        if reward not in rows.columns:
+            raise DataError(f"model.reward={reward!r} is not a column of the behaviour table; columns: {list(rows.columns)}")
+        return rows.assign(reward=rows[reward].astype(np.float64)), rows
 
     def _fit_users(self, data, splits: tuple[str, ...]) -> None:
         """Per-user ridge models, watched matrix and ability from the known history (no loop over users)."""
@@ -179,23 +210,40 @@ class LinUCBRecommender(Recommender):
         self.bandit.fit(torch.from_numpy(users), x[torch.from_numpy(items)], torch.from_numpy(np.array(history["reward"], dtype=np.float64)))
         self.watched = watched_matrix(users, items, data.n_users, data.n_items)
         if self.config.alpha_mode == "personalised":
-            if rows is None:
-                raise DataError(f"model.alpha_mode=personalised needs the Coursera behaviour table (quiz column s); data={data.name} has none")
-            ability, _ = student_ability(rows["user"].to_numpy(), rows["fracComp"].to_numpy(), rows["s"].to_numpy(),
-                                         data.n_users, data.n_items, self.config.w_p, self.config.w_c, self.config.w_q)
+            c = self.config
+            if rows is not None:  # Coursera: fracComp and quiz correctness s (SPEC 2.2)
+                completion, success, owner = rows["fracComp"].to_numpy(), rows["s"].to_numpy(), rows["user"].to_numpy()
+            else:  # a course log: the rating signal (rating_signal)
+                known = data.rows(splits)
+                completion, success = rating_signal(known["rating"].to_numpy(np.float64), self.rating_scale)
+                owner = known["user"].to_numpy()
+            ability, _ = student_ability(owner, completion, success, data.n_users, data.n_items, c.w_p, c.w_c, c.w_q)
             self.ability = torch.from_numpy(ability)
+
+    def _difficulty(self, data, x: np.ndarray, source: str) -> np.ndarray:
+        """dif [n_items] in 0..1: SPEC 2.3's on the video stats, the data's difficulty, or from the train ratings."""
+        if source == "video_stats":
+            return x[:, VIDEO_FEATURES.index("dif")].copy()
+        given = item_difficulty(data)
+        if given is not None:
+            return given
+        train = data.rows("train")
+        completion, success = rating_signal(train["rating"].to_numpy(np.float64), self.rating_scale)
+        return course_difficulty(train["item"].to_numpy(), completion, success, data.n_items, self.config.p, self.config.q)
 
     def fit(self, data, trainer=None, ckpt_path=None) -> "LinUCBRecommender":
         self.n_users, self.n_items = data.n_users, data.n_items
         rows = behaviour_rows(data, ("train",))
-        x = self._arm_features(data, rows)
+        source = self.feature_source(data, rows)
+        x = self._arm_features(data, rows, source)
         self.arm_features = torch.from_numpy(x)
-        if self.config.features == "video_stats":
-            self.dif = torch.from_numpy(x[:, VIDEO_FEATURES.index("dif")].copy())
-        elif self.config.alpha_mode == "personalised":
-            raise ConfigError("model.alpha_mode=personalised needs the video difficulty: use model.features=video_stats")
+        self.rating_scale = float(max(data.rows("train")["rating"].max(), 0.0)) if len(data.rows("train")) else 1.0
+        if self.config.alpha_mode == "personalised" or source == "video_stats":
+            self.dif = torch.from_numpy(np.asarray(self._difficulty(data, x, source), np.float64))
         self.bandit = self._new_bandit(x.shape[1])
         self._fit_users(data, ("train",))
+        log.info("linucb: arms = %s (%d features), reward %s, alpha %s", source, x.shape[1], self.config.reward,
+                 self.config.alpha_mode)
         return self
 
     def observe(self, data, splits: tuple[str, ...]) -> None:
@@ -211,19 +259,26 @@ class LinUCBRecommender(Recommender):
         )
 
     # -- scoring --------------------------------------------------------------------------------
-    def exploration(self, users: torch.Tensor) -> float | torch.Tensor:
-        """α for a batch of users: the fixed float, or [B, n_items] ability_s · S_s (SPEC 2.4)."""
+    def alpha_factors(self) -> float | PersonalisedAlpha:
+        """The exploration weight: the fixed float, or α_s = ability_s · S_s kept as its factors."""
         if self.config.alpha_mode == "fixed":
             return self.config.alpha
-        rows = users.detach().cpu().numpy()
-        scores = attention(self.watched, self.dif.cpu().numpy(), rows)
-        return (self.ability[rows].unsqueeze(1) * scores).to(self.device)
+        return PersonalisedAlpha(self.ability, self.watched, self.dif)
+
+    def exploration(self, users: torch.Tensor) -> float | torch.Tensor:
+        """α for a batch of users: the fixed float, or [B, n_items] ability_s · S_s (SPEC 2.4), dense
+        (for inspection; score() multiplies the factors inside the scoring kernel instead)."""
+        alpha = self.alpha_factors()
+        if isinstance(alpha, float):
+            return alpha
+        scale, attention = alpha.factors(users.cpu())
+        return (scale.unsqueeze(1) * attention).to(self.device)
 
     @torch.no_grad()
     def score(self, users: torch.Tensor) -> torch.Tensor:
         """scores: [B, n_items] upper confidence bounds for users [B]."""
         users = users.to(self.device)
-        return self.bandit.ucb(self.arm_features.to(self.device), users, alpha=self.exploration(users)).float()
+        return self.bandit.ucb(self.arm_features.to(self.device), users, alpha=self.alpha_factors()).float()
 
     def to(self, device) -> "LinUCBRecommender":
         self.device = resolve_device(device)
@@ -234,7 +289,7 @@ class LinUCBRecommender(Recommender):
     # -- persistence ----------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
         state = {"arm_features": self.arm_features, "ability": self.ability, "dif": self.dif,
-                 **csr_to_tensors(self.watched, "watched")}
+                 "rating_scale": torch.tensor([self.rating_scale], dtype=torch.float64), **csr_to_tensors(self.watched, "watched")}
         if self.bandit is not None:
             state.update({f"bandit.{k}": v for k, v in self.bandit.state_dict().items()})
         return state
@@ -243,6 +298,8 @@ class LinUCBRecommender(Recommender):
         self.arm_features = state["arm_features"].cpu().double()
         self.ability = state["ability"].cpu().double()
         self.dif = state["dif"].cpu().double()
+        if "rating_scale" in state:
+            self.rating_scale = float(state["rating_scale"][0])
         self.watched = tensors_to_csr(state, "watched")
         self.n_users, self.n_items = self.watched.shape
         self.bandit = self._new_bandit(self.arm_features.shape[1])
