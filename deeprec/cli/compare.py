@@ -46,18 +46,24 @@ def validated_model_sections(cfg: DictConfig) -> dict[str, DictConfig]:
     return sections
 
 
-def per_user_values(topk, truth, ks) -> dict[str, np.ndarray]:
-    """Per-user metric vectors (keys like ndcg@10) for the paired tests and the CIs."""
+def per_user_values(topk, truth, ks, segments: np.ndarray | None = None, segment_metric: str = "ndcg@10") -> dict[str, np.ndarray]:
+    """Per-user metric vectors (keys like ndcg@10) for the paired tests and the CIs; with `segments`
+    (a label per row of topk) also `segment/<name>/<segment_metric>` over each segment's users."""
     from deeprec.evaluation.metrics import per_user_metric
 
-    return {f"{m}@{k}": per_user_metric(topk, truth, m, k) for k in ks for m in PER_USER}
+    values = {f"{m}@{k}": per_user_metric(topk, truth, m, k) for k in ks for m in PER_USER}
+    if segments is not None and segment_metric in values:
+        for name in np.unique(segments):  # a handful of segments
+            values[f"segment/{name}/{segment_metric}"] = values[segment_metric][segments == name]
+    return values
 
 
 def compare(cfg: DictConfig) -> "pd.DataFrame":  # noqa: F821
     from deeprec.atomic import write_text_atomic
     from deeprec.cli.train import run_training
     from deeprec.evaluation.report import leaderboard, plot, to_markdown
-    from deeprec.registry import BASELINES
+    from deeprec.evaluation.segments import user_segments
+    from deeprec.registry import BASELINES, ENSEMBLES
 
     sections = validated_model_sections(cfg)
     data_cfg = data_config(cfg.data)
@@ -72,12 +78,17 @@ def compare(cfg: DictConfig) -> "pd.DataFrame":  # noqa: F821
         log.info("training %s on %s", name, data.name)
         result = run_training(run_cfg, data=data)
         truth = data.truth("test")[result.test_users]
-        per_user[name] = per_user_values(result.test_topk, truth, cfg.eval.ks)
-        set_metrics[name] = {k: v for k, v in result.metrics.items() if k.split("@")[0] not in PER_USER}
-    table = leaderboard(per_user, set_metrics, BASELINES, cfg.report.test_metric)
+        segments = user_segments(data, cfg.eval.get("segments", "auto"))
+        labels = None if segments is None else segments["segment"].to_numpy()[result.test_users]
+        segment_metric = cfg.report.get("segment_metric", "ndcg@10")
+        per_user[name] = per_user_values(result.test_topk, truth, cfg.eval.ks, labels, segment_metric)
+        set_metrics[name] = {k: v for k, v in result.metrics.items()
+                             if k.split("/")[-1].split("@")[0] not in PER_USER and not k.endswith("/n_users")}
+    table = leaderboard(per_user, set_metrics, BASELINES, cfg.report.test_metric, ENSEMBLES)
     title = f"{data.name}: {data.n_users} users, {data.n_items} items, seed {cfg.seed}"
     write_text_atomic(out_dir / "leaderboard.csv", table.to_csv())
-    write_text_atomic(out_dir / "leaderboard.md", to_markdown(table, cfg.report.metrics, cfg.report.test_metric, title))
+    write_text_atomic(out_dir / "leaderboard.md", to_markdown(table, cfg.report.metrics, cfg.report.test_metric, title,
+                                                             cfg.report.get("segment_metric", "ndcg@10")))
     plot(table, cfg.report.plot_metrics, out_dir / "leaderboard.png", title)
     print((out_dir / "leaderboard.md").read_text())
     return table

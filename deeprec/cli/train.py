@@ -1,7 +1,9 @@
 """deeprec-train: compose data + model + trainer, fit, evaluate on the test split, save.
 
 Writes into run_dir: checkpoints/last.ckpt and best.ckpt, TensorBoard events (tensorboard/),
-metrics.json (the shared evaluation of the test split) and id_maps/{users,items}.parquet.
+metrics.json (the shared evaluation of the test split, overall and per user segment),
+id_maps/{users,items}.parquet, groups.parquet (each user's segment) and segments.md (the
+per-segment table), and features.json when the data has side features.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from deeprec.cli.common import (
     report_user_errors,
     run_device,
 )
-from deeprec.config import validate_section
+from deeprec.config import check_choice, validate_section
 from deeprec.errors import ConfigError
 
 log = logging.getLogger("deeprec.train")
@@ -42,6 +44,7 @@ class EvalConfig:
     batch_size: int = 1024  # users scored at once
     monitor: str = "ndcg@10"  # valid/<monitor> drives checkpoints and early stopping
     patience: int = 5  # epochs without improvement before early stopping (0: off)
+    segments: str = "auto"  # per-segment metrics: auto | ability | history | none (deeprec.evaluation.segments)
 
 
 @dataclass
@@ -65,6 +68,9 @@ def validate_run(cfg: DictConfig) -> None:
         raise ConfigError(f"eval.batch_size={run.eval.batch_size} must be >= 1 and eval.patience={run.eval.patience} >= 0")
     if run.eval.monitor.split("@")[0] not in ("precision", "recall", "f1", "hit", "ndcg", "map", "mrr", "coverage"):
         raise ConfigError(f"eval.monitor={run.eval.monitor!r} is not a metric@k such as ndcg@10")
+    from deeprec.evaluation.segments import SEGMENT_MODES
+
+    check_choice(run.eval.segments, SEGMENT_MODES, "eval.segments")
     validate_section(cfg.trainer, TrainerConfig, "trainer")
     run_device(cfg)
 
@@ -174,7 +180,23 @@ class TrainResult:
     test_topk: "torch.Tensor"  # noqa: F821  [U_test, max(ks)] item indices
 
 
-RUN_OUTPUTS = ("checkpoints/best.ckpt", "checkpoints/last.ckpt", "metrics.json", "valid_metrics.json", "rejects.parquet")
+RUN_OUTPUTS = ("checkpoints/best.ckpt", "checkpoints/last.ckpt", "metrics.json", "valid_metrics.json", "rejects.parquet",
+               "groups.parquet", "segments.md", "features.json")
+
+
+def write_segments(data, mode: str, metrics: dict[str, float], run_dir: Path) -> None:
+    """groups.parquet (user_id, segment, n_train[, ability]) and segments.md (the test metrics per segment)."""
+    from deeprec.evaluation.report import segment_table
+    from deeprec.evaluation.segments import user_segments
+
+    table = user_segments(data, mode)
+    if table is None:
+        return
+    groups = table.assign(user_id=[str(u) for u in data.user_ids])
+    write_parquet_atomic(groups[["user_id", *table.columns]], run_dir / "groups.parquet")
+    text = segment_table(metrics)
+    if text:
+        write_text_atomic(run_dir / "segments.md", text)
 
 
 def clear_previous_run(run_dir: Path) -> None:
@@ -217,10 +239,11 @@ def run_training(cfg: DictConfig, data=None) -> TrainResult:
         return TrainResult({}, {}, model, data, np.zeros(0, np.int64), torch.zeros(0, 0, dtype=torch.int64))
     model.to(run_device(cfg)).eval()
     valid = {}
+    segments = cfg.eval.get("segments", "auto")
     if (data.frame["split"] == "valid").any():
-        valid = evaluate_recommender(model, data, "valid", ks=cfg.eval.ks, batch_size=cfg.eval.batch_size)
+        valid = evaluate_recommender(model, data, "valid", ks=cfg.eval.ks, batch_size=cfg.eval.batch_size, segments=segments)
     metrics, test_users, test_topk = evaluate_recommender(
-        model, data, "test", ks=cfg.eval.ks, batch_size=cfg.eval.batch_size, return_topk=True
+        model, data, "test", ks=cfg.eval.ks, batch_size=cfg.eval.batch_size, return_topk=True, segments=segments
     )
     scalar_hparams = {
         f"model.{k}": v for k, v in plain(cfg.model).items() if isinstance(v, (int, float, str, bool))
@@ -232,13 +255,16 @@ def run_training(cfg: DictConfig, data=None) -> TrainResult:
     logger.log_metrics({f"test/{k}": v for k, v in metrics.items()}, step=0)
     logger.finalize("success")
     write_id_maps(data, run_dir)
+    write_segments(data, segments, metrics, run_dir)
+    if data.extras.get("feature_reports"):
+        write_json_atomic({"reports": data.extras["feature_reports"]}, run_dir / "features.json")
     rejects = data.extras.get("rejects")
     if rejects is not None and len(rejects):
         write_parquet_atomic(rejects.astype(str), run_dir / "rejects.parquet")
     if valid:
         write_json_atomic(valid, run_dir / "valid_metrics.json")
     write_json_atomic(metrics, run_dir / "metrics.json")
-    log.info("test metrics: %s", {k: round(v, 4) for k, v in metrics.items() if k.endswith("@10")})
+    log.info("test metrics: %s", {k: round(v, 4) for k, v in metrics.items() if k.endswith("@10") and "/" not in k})
     return TrainResult(metrics, valid, model, data, test_users, test_topk)
 
 

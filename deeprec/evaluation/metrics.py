@@ -6,6 +6,9 @@ hit = share of users with |R∩T| > 0; ndcg = Σ hit[r]/log2(r+2) / Σ_{r<min(|T
 map = Σ_r precision@r·hit[r] / min(|T|,k); mrr = 1/(rank of the first hit) within k, else 0;
 coverage = distinct recommended items / n_items; personalization = 1 − mean over user pairs of
 |R(u)∩R(v)|/k; novelty = mean over recommended items of −log2(popularity_i / n_popularity_users).
+Beyond accuracy, when the caller has what they need: ild (intra-list diversity) = mean over lists
+of the mean pairwise cosine distance 1 − cos(v_i, v_j) of their items' vectors; adaptivity (SPEC 2.5)
+= mean over users of (mean difficulty of R − mean difficulty of the items the user already had).
 Users with an empty truth set are skipped and counted in `n_users_skipped`.
 """
 
@@ -74,6 +77,41 @@ def _set_metrics(topk: torch.Tensor, k: int, n_items: int, popularity: np.ndarra
     return out
 
 
+def intra_list_diversity(topk: torch.Tensor, k: int, item_vectors: np.ndarray | torch.Tensor, chunk: int = 4096) -> float:
+    """ild@k: mean over lists with >= 2 items of the mean pairwise 1 − cos(v_i, v_j) of their first k
+    items (item_vectors [n_items, d]; a zero vector is at distance 1 from every item). NaN without such lists."""
+    vectors = torch.as_tensor(np.asarray(item_vectors), dtype=torch.float64)
+    norms = vectors.norm(dim=1, keepdim=True)
+    unit = torch.where(norms > 0, vectors / norms.clamp(min=1e-300), torch.zeros_like(vectors))
+    lists = topk[:, :k]
+    total, counted = 0.0, 0
+    for start in range(0, lists.shape[0], chunk):
+        part = lists[start : start + chunk]
+        valid = part >= 0
+        v = unit[part.clamp(min=0)] * valid.unsqueeze(2)
+        similarity = v @ v.transpose(1, 2)  # [B, k, k]
+        n = valid.sum(1).double()
+        pairs = n * (n - 1)
+        distance_sum = pairs - (similarity.sum((1, 2)) - similarity.diagonal(dim1=1, dim2=2).sum(1))
+        keep = n >= 2
+        total += float((distance_sum[keep] / pairs[keep]).sum())
+        counted += int(keep.sum())
+    return total / counted if counted else float("nan")
+
+
+def adaptivity(topk: torch.Tensor, k: int, difficulty: np.ndarray, known: sp.csr_matrix) -> float:
+    """adaptivity@k (SPEC 2.5): mean over users of (mean difficulty over R(u)@k − mean difficulty over
+    the items u already had, `known` [U, n_items]); users with neither are skipped; NaN when none is left."""
+    lists = torch.as_tensor(topk)[:, :k].numpy()
+    valid = lists >= 0
+    difficulty = np.asarray(difficulty, np.float64)
+    recommended = np.where(valid, difficulty[np.clip(lists, 0, None)], 0.0).sum(1) / np.maximum(valid.sum(1), 1)
+    m = np.asarray(known.sum(1)).ravel()
+    seen = np.asarray(known @ difficulty).ravel() / np.maximum(m, 1)
+    keep = (m > 0) & valid.any(1)
+    return float((recommended - seen)[keep].mean()) if keep.any() else float("nan")
+
+
 def _user_metrics_at_k(hits: torch.Tensor, n_truth: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
     """Per-user precision, recall, f1, hit, ndcg, map, mrr at k: each [U] float64."""
     h = hits[:, :k]
@@ -116,12 +154,17 @@ def evaluate_topk(
     n_items: int | None = None,
     item_popularity: np.ndarray | None = None,
     n_popularity_users: int | None = None,
+    item_vectors: np.ndarray | None = None,
+    item_difficulty: np.ndarray | None = None,
+    known: sp.csr_matrix | None = None,
 ) -> dict[str, float]:
     """Every SPEC section 3 metric for each k in `ks`.
 
     topk: [U, K] item indices, best first, −1 pads; truth: U sequences of item indices (or a CSR).
     item_popularity: [n_items] count of users per item in the training data, for novelty
     (n_popularity_users: the user count it was measured on; default U).
+    item_vectors [n_items, d]: adds ild@k; item_difficulty [n_items] with known [U, n_items] (the
+    items each user already had): adds adaptivity@k. Both are over the evaluated users' lists.
     Returns keys like "precision@10", plus n_users_evaluated and n_users_skipped.
     """
     topk, hits, n_truth, keep, truth_csr = _evaluated_hits(topk, truth)
@@ -140,6 +183,10 @@ def evaluate_topk(
         for name, values in _user_metrics_at_k(hits, n_truth, k).items():
             out[f"{name}@{k}"] = values.mean().item()
         out.update(_set_metrics(topk, k, int(n_items), item_popularity, n_pop_users))
+        if item_vectors is not None:
+            out[f"ild@{k}"] = intra_list_diversity(topk, k, item_vectors)
+        if item_difficulty is not None and known is not None:
+            out[f"adaptivity@{k}"] = adaptivity(topk, k, item_difficulty, sp.csr_matrix(known)[keep.numpy()])
     return out
 
 

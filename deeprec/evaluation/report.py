@@ -1,5 +1,6 @@
 """Leaderboards: a table of mean and 95% CI per metric and model, significance against the best
-baseline, written as Markdown + CSV, and a PNG bar plot of the main metrics."""
+baseline (and, for ensembles such as the hybrid, against the best single model), per-segment
+columns, written as Markdown + CSV, and a PNG bar plot of the main metrics."""
 
 from __future__ import annotations
 
@@ -18,10 +19,13 @@ def leaderboard(
     set_metrics: dict[str, dict[str, float]],
     baselines: Sequence[str],
     test_metric: str,
+    ensembles: Sequence[str] = (),
 ) -> pd.DataFrame:
     """One row per model: <metric>, <metric>_lo, <metric>_hi for per-user metrics, the list-set
     metrics as values, and p-values (raw and Bonferroni) of a paired Wilcoxon test on
-    `test_metric` against the best baseline."""
+    `test_metric` against the best baseline. Each model of `ensembles` present also gets
+    `vs_single` (the best model that is not an ensemble) and `p_single_bonferroni` (the same test
+    against it, Bonferroni-corrected over every model compared)."""
     rows = []
     for model, metrics in per_user.items():
         row = {"model": model}
@@ -40,6 +44,16 @@ def leaderboard(
     if others:
         table.loc[others, "p_value"] = raw
         table.loc[others, "p_bonferroni"] = bonferroni(raw)
+    singles = [m for m in table.index if m not in ensembles]
+    mixed = [m for m in table.index if m in ensembles]
+    if singles and mixed:
+        single = table.loc[singles, test_metric].idxmax()
+        table["vs_single"] = ""
+        table["p_single_bonferroni"] = np.nan
+        for model in mixed:
+            p = paired_test(per_user[model][test_metric], per_user[single][test_metric])
+            table.loc[model, "vs_single"] = single
+            table.loc[model, "p_single_bonferroni"] = min(1.0, p * max(len(table) - 1, 1))
     return table.sort_values(test_metric, ascending=False)
 
 
@@ -57,7 +71,8 @@ def _fixed(values: pd.Series) -> pd.Series:
     return values.map("{:.4f}".format)
 
 
-def to_markdown(table: pd.DataFrame, metrics: Sequence[str], test_metric: str, title: str) -> str:
+def to_markdown(table: pd.DataFrame, metrics: Sequence[str], test_metric: str, title: str,
+                segment_metric: str | None = None) -> str:
     """A Markdown leaderboard: mean [95% CI] per metric; significance marks vs the best baseline."""
     best = table["vs"].iloc[0]
     cells = pd.DataFrame({"model": table.index.astype(str)}, index=table.index)
@@ -74,7 +89,47 @@ def to_markdown(table: pd.DataFrame, metrics: Sequence[str], test_metric: str, t
     cells[f"p vs {best} ({test_metric}, Bonferroni)"] = marks.where(table.index != best, "(reference)")
     lines = [f"### {title}", "", markdown_table(cells), "",
              "Mean over test users with a 95% t-interval; * = significant at 0.05 after Bonferroni."]
+    if "vs_single" in table:
+        for model in table.index[table["vs_single"].astype(str) != ""]:
+            p = table.loc[model, "p_single_bonferroni"]
+            delta = table.loc[model, test_metric] - table.loc[table.loc[model, "vs_single"], test_metric]
+            lines += ["", f"{model} vs the best single model ({table.loc[model, 'vs_single']}): {test_metric} "
+                          f"{delta:+.4f}, paired Wilcoxon p = {p:.2g} (Bonferroni){' *' if p < 0.05 else ''}."]
+    segments = segment_columns(table, segment_metric or test_metric)
+    if segments:
+        seg = pd.DataFrame({"model": table.index.astype(str)}, index=table.index)
+        for name, column in segments:
+            seg[name] = _fixed(table[column]) + " [" + _fixed(table[f"{column}_lo"]) + ", " + _fixed(table[f"{column}_hi"]) + "]"
+        lines += ["", f"{segment_metric or test_metric} per user segment:", "", markdown_table(seg)]
     return "\n".join(lines) + "\n"
+
+
+def segment_columns(table: pd.DataFrame, metric: str) -> list[tuple[str, str]]:
+    """(segment name, column) of the per-user `segment/<name>/<metric>` columns of a leaderboard."""
+    out = []
+    for column in table.columns:
+        if column.startswith("segment/") and column.endswith(f"/{metric}"):
+            out.append((column[len("segment/") : -len(metric) - 1], column))
+    return out
+
+
+SEGMENT_TABLE_METRICS = ("precision@5", "recall@5", "f1@5", "hit@5", "ndcg@10", "adaptivity@5", "personalization@5", "ild@10")
+
+
+def segment_table(metrics: dict[str, float], columns: Sequence[str] = SEGMENT_TABLE_METRICS) -> str:
+    """A Markdown table of one run's metrics per segment (the `segment/<name>/<metric>` keys of
+    metrics.json): users and the given metrics that are present; "" without segments."""
+    names = sorted({key.split("/")[1] for key in metrics if key.startswith("segment/")})
+    if not names:
+        return ""
+    shown = [c for c in columns if any(f"segment/{n}/{c}" in metrics for n in names)]
+    cells = pd.DataFrame({"segment": names + ["all"]})
+    cells["users"] = [f"{metrics.get(f'segment/{n}/n_users', float('nan')):.0f}" for n in names] + [
+        f"{metrics.get('n_users_evaluated', float('nan')):.0f}"]
+    for c in shown:
+        values = [metrics.get(f"segment/{n}/{c}", float("nan")) for n in names] + [metrics.get(c, float("nan"))]
+        cells[c] = [f"{v:.4f}" for v in values]
+    return markdown_table(cells) + "\n"
 
 
 def plot(table: pd.DataFrame, metrics: Sequence[str], path: Path, title: str) -> None:
