@@ -2,8 +2,8 @@
 
 Callers (training, evaluation, scoring, other models) use only what is declared here, so they never
 ask what a model is: the typed `config`, `fit`, `observe`, `score`, `recommend`, `eval`/`train`,
-`to`, the optional capabilities `item_embeddings` and `explain` (None where a model has none), and
-the persistence methods. A recommender's state is a flat dict of tensors and its constructor
+`to`, the optional capabilities `item_embeddings`, `explain` and `contributions` (None where a
+model has none), and the persistence methods. A recommender's state is a flat dict of tensors and its constructor
 arguments are JSON-able values, so checkpoints load with `torch.load(weights_only=True)`.
 """
 
@@ -123,6 +123,11 @@ class Recommender(ABC):
     def explain(self, users: torch.Tensor, items: torch.Tensor, top: int = 3) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(history items [B, top] int64, weights [B, top]) that made user b's score of items[b],
         highest weight first, -1 / 0 pads; or None when the model cannot say."""
+        return None
+
+    def contributions(self, users: torch.Tensor, items: torch.Tensor) -> tuple[list[str], torch.Tensor] | None:
+        """(names of the parts of a composite score, values [B, P]: what each part added to user b's
+        score of items[b]); or None for a model that is not made of parts."""
         return None
 
     # -- persistence ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ MODELS = {
     "autoencoder": "deeprec.models.autoencoder:AutoencoderRecommender",
     "attention": "deeprec.models.attention:AttentionRanker",
     "linucb": "deeprec.bandits.recommender:LinUCBRecommender",
+    "hybrid": "deeprec.hybrid.recommender:HybridRecommender",
 }
 
 DATASETS = {
@@ -30,6 +31,7 @@ DATASETS = {
 
 BASELINES = ("pop", "itemknn", "userknn", "mf", "ease")
 DEEP_MODELS = ("ncf", "lstm", "autoencoder", "attention")
+ENSEMBLES = ("hybrid",)  # models built from other models (leaderboards also test them against the best single one)
 
 
 def _resolve(table: dict[str, str], name: str, kind: str):

@@ -86,6 +86,10 @@ class EASE(HistoryRecommender):
     def score(self, users: torch.Tensor) -> torch.Tensor:
         return (self.history_rows(users).to(self.weights.dtype) @ self.weights).float()
 
+    def item_weights(self, items: torch.Tensor) -> torch.Tensor:
+        """[B, I]: column items[b] of B (score(u, j) = sum_i x_ui B_ij)."""
+        return self.weights[:, items.to(self.weights.device)].T.float().cpu()
+
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {"weights": self.weights, **self.history_state()}
 

@@ -65,6 +65,27 @@ class HistoryRecommender(Recommender):
         rows = self.history[users.detach().cpu().numpy()]
         return torch.from_numpy(np.asarray(rows.todense(), dtype=np.float32)).to(self.device)
 
+    def item_weights(self, items: torch.Tensor) -> torch.Tensor | None:
+        """[B, I] dense: how much each known item i adds per unit of x_ui to the score of items[b]
+        (an item-item model's column); None for models that do not score that way."""
+        return None
+
+    @torch.no_grad()
+    def explain(self, users: torch.Tensor, items: torch.Tensor, top: int = 3) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(history items [B, top], weights [B, top]): the known items with the largest share x_ui w_ij of
+        the score of items[b] (item-item models); shares of the positive part, -1 / 0 pads."""
+        weights = self.item_weights(items.detach().cpu())
+        if weights is None:
+            return None
+        part = (self.history_rows(users).cpu() * weights).clamp(min=0)
+        part = part / part.sum(1, keepdim=True).clamp(min=1e-12)
+        values, index = torch.topk(part, min(top, part.shape[1]), dim=1)
+        index = torch.where(values > 0, index, -1)
+        if index.shape[1] < top:
+            index = torch.cat([index, index.new_full((len(index), top - index.shape[1]), -1)], 1)
+            values = torch.cat([values, values.new_zeros(len(values), top - values.shape[1])], 1)
+        return index, values
+
     def history_state(self) -> dict[str, torch.Tensor]:
         return csr_to_tensors(self.history, "history")
 

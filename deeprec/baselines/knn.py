@@ -129,6 +129,10 @@ class ItemKNN(NeighbourhoodRecommender):
         self._sim = sparse_tensor(self.similarity, self.device)
         self._abs_sim = sparse_tensor(abs(self.similarity), self.device)
 
+    def item_weights(self, items: torch.Tensor) -> torch.Tensor:
+        """[B, I]: column items[b] of the pruned similarity (the normalisation scales a row, not the shares)."""
+        return torch.from_numpy(self.similarity[:, items.numpy()].T.toarray().astype(np.float32))
+
     def score(self, users: torch.Tensor) -> torch.Tensor:
         rows = self.history_rows(users)
         scores = sparse_times_dense_rows(self._sim, rows)
