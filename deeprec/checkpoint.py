@@ -3,7 +3,10 @@
 Layout (a dict of tensors and plain values only):
   "state_dict": the recommender's tensors
   "deeprec": {"model": name, "init_args": {...}, "user_ids": [...], "item_ids": [...],
-              "format": 1, plus CSR tensors of each user's seen items under "seen.*"}
+              "format": 1, plus CSR tensors of each user's seen items under "seen.*", and when
+              the data has side features "user_features" / "item_features" ([rows, F] tensors),
+              their column names and the user features' encoding spec (for deeprec-score's
+              content fallback)}
 Lightning checkpoints carry the same "deeprec" entry (added in on_save_checkpoint), so one loader
 serves every model.
 """
@@ -30,7 +33,7 @@ FORMAT = 1
 def checkpoint_meta(recommender: Recommender, data) -> dict[str, Any]:
     """The "deeprec" entry: what rebuilds the model and maps indices back to ids."""
     seen = data.matrix(("train", "valid", "test"), binary=True)
-    return {
+    meta = {
         "format": FORMAT,
         "model": recommender.name,
         "init_args": recommender.init_args(),
@@ -39,6 +42,14 @@ def checkpoint_meta(recommender: Recommender, data) -> dict[str, Any]:
         "dataset": data.name,
         **csr_to_tensors(seen, "seen"),
     }
+    for side in ("user", "item"):
+        frame = getattr(data, f"{side}_features", None)
+        if frame is not None and frame.shape[1]:
+            meta[f"{side}_features"] = torch.from_numpy(np.array(frame.to_numpy(np.float32)))
+            meta[f"{side}_feature_columns"] = [str(c) for c in frame.columns]
+    if data.extras.get("user_feature_spec"):
+        meta["user_feature_spec"] = data.extras["user_feature_spec"]
+    return meta
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:

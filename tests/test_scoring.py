@@ -102,7 +102,7 @@ def available_models() -> list[str]:
 
     from deeprec.registry import MODELS
 
-    names = ["pop", "ease", "itemknn", "linucb"]
+    names = ["pop", "ease", "itemknn", "linucb", "hybrid"]
     for name in ("ncf", "autoencoder"):
         module = MODELS[name].split(":")[0]
         if importlib.util.find_spec(module) is not None:

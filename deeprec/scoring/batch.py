@@ -4,7 +4,11 @@ Users are scored in chunks by the shared ranking primitive (deeprec.ranking.full
 mask the user's seen items, torch.topk), so memory is bounded by batch_size x n_items. Parts are written
 atomically and recorded in a manifest, so a re-run after a crash resumes and ends identical.
 Users without history (unknown ids, or no seen item) get the fallback list: the items most users
-of the checkpoint had (popularity from its `seen` matrix), or nothing with fallback=skip.
+of the checkpoint had (popularity from its `seen` matrix), content-based lists from their features
+or the item features (fallback=content, deeprec.scoring.content), or nothing with fallback=skip.
+With explain=true, models that can explain add, per recommendation, the history items that weighed
+most and their weights (`because_items`, `because_weights`) and, for composite models such as the
+hybrid, one `contribution_<part>` column per part of the score.
 """
 
 from __future__ import annotations
@@ -26,13 +30,13 @@ import torch
 from deeprec.checkpoint import id_arrays, load_recommender, seen_matrix
 from deeprec.config import check_choice, resolve_device
 from deeprec.errors import ConfigError, DataError
-from deeprec.ranking import full_ranking_topk
+from deeprec.ranking import full_ranking_topk, topk_with_pads
 from deeprec.atomic import atomic_write
 from deeprec.scoring.output import SCHEMA, PartFolder, SingleFile, file_sha256
 
 log = logging.getLogger("deeprec.score")
 
-FALLBACKS = ("popularity", "skip")
+FALLBACKS = ("popularity", "content", "skip")
 
 
 @dataclass
@@ -45,7 +49,10 @@ class ScoreConfig:
     users: str | None = None  # file of user ids to score (one per line, or a CSV/Parquet table with user_id)
     items: str | None = None  # file of item ids to rank among (one per line, or a table with item_id)
     shard: str | None = None  # "i/n": score the i-th of n contiguous, equal blocks of the users (0-based)
-    fallback: str = "popularity"  # popularity | skip: what users without history get
+    fallback: str = "popularity"  # popularity | content | skip: what users without history get
+    user_features: str | None = None  # fallback=content: a table user_id + feature columns for users the checkpoint does not know
+    explain: bool = False  # add because_items / because_weights (and contribution_<part>) columns, for models that can explain
+    explain_top: int = 3  # history items per recommendation in the explanation
     resume: bool = True  # continue from the finished parts of a run with the same parameters
     part_rows: int = 1000000  # output rows (users x k) per Parquet part
     progress: bool = True  # a tqdm progress bar on stderr
@@ -66,6 +73,10 @@ def check_config(cfg: ScoreConfig) -> None:
     if cfg.part_rows < 1:
         raise ConfigError(f"part_rows={cfg.part_rows} is not valid; give a number of rows >= 1")
     check_choice(cfg.fallback, FALLBACKS, "fallback")
+    if cfg.explain_top < 1:
+        raise ConfigError(f"explain_top={cfg.explain_top} is not valid; give a number of history items >= 1")
+    if cfg.user_features is not None and cfg.fallback != "content":
+        raise ConfigError(f"user_features={cfg.user_features} is only read with fallback=content (fallback={cfg.fallback})")
     if not 0 < cfg.memory_fraction <= 1:
         raise ConfigError(f"memory_fraction={cfg.memory_fraction} is not valid; give a share in (0, 1]")
     parse_shard(cfg.shard)
@@ -85,23 +96,38 @@ def parse_shard(shard: str | None) -> tuple[int, int] | None:
 
 
 def read_id_list(path: str, column: str) -> np.ndarray:
-    """Ids (strings, first occurrence order, duplicates dropped) from a text file with one id per line,
-    or a CSV/TSV/Parquet table with a `column` column."""
+    """Ids (strings, first occurrence order, duplicates and blanks dropped) from a plain list (one id
+    per line, with or without a `column` header line), a CSV/TSV/semicolon table with a `column`
+    header, or a Parquet file with a `column` column (or a single column of any name)."""
     file = Path(path)
     if not file.is_file():
         raise DataError(f"{path} does not exist; give a file of ids (one per line, or a table with {column})")
-    if file.suffix.lower() == ".parquet":
-        table = pd.read_parquet(file)
-        if column not in table.columns:
-            raise DataError(f"{path}: required column '{column}' is missing (columns: {list(table.columns)})")
-        ids = table[column]
+    if file.suffix.lower() in (".parquet", ".pq"):
+        try:
+            table = pd.read_parquet(file)
+        except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+            raise DataError(f"{path}: cannot be read as Parquet ({str(exc).splitlines()[0]})") from None
+        if column not in table.columns and table.shape[1] != 1:
+            raise DataError(f"{path}: required column '{column}' is missing (columns: {list(table.columns)}); "
+                            "give it one, or a single column of ids")
+        ids = table[column if column in table.columns else table.columns[0]]
     else:
-        with open(file, encoding="utf-8") as fh:
-            header = fh.readline().strip()
-        if column in header.replace("\t", ",").replace(";", ",").split(","):
-            ids = pd.read_csv(file, sep=None, engine="python", dtype=str)[column]
-        else:
-            ids = pd.read_csv(file, header=None, names=[column], dtype=str, skip_blank_lines=True)[column]
+        try:
+            lines = file.read_text(encoding="utf-8-sig").splitlines()
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: is not valid UTF-8 text (byte {exc.start}: {exc.reason})") from None
+        first = next((line for line in lines if line.strip()), "")
+        sep = next((s for s in ("\t", ";", ",") if s in first), None)
+        header = [f.strip().strip('"') for f in (first.split(sep) if sep else [first])]
+        if sep is not None and column in header:
+            ids = pd.read_csv(file, sep=sep, dtype=str, encoding="utf-8-sig", keep_default_na=False,
+                              skip_blank_lines=True)[column]
+        elif sep is not None:
+            raise DataError(f"{path}: no column '{column}' in the header {header}; name the column {column}, "
+                            "or give one id per line")
+        else:  # a plain list; a first line that is the column's name is its header
+            values = [line.strip().strip('"') for line in lines]
+            ids = pd.Series(values[1:] if values and values[0] == column else values, dtype=object)
     ids = ids.dropna().astype(str).str.strip()
     ids = ids[ids != ""]
     if len(ids) == 0:
@@ -181,25 +207,110 @@ def run_fingerprint(cfg: ScoreConfig, n_targets: int) -> dict[str, Any]:
         "k": cfg.k,
         "shard": cfg.shard,
         "fallback": cfg.fallback,
+        "user_features_sha256": None if cfg.user_features is None else file_sha256(cfg.user_features),
+        "explain": cfg.explain,
+        "explain_top": cfg.explain_top,
         "part_rows": cfg.part_rows,
         "n_users": n_targets,
     }
 
 
-def part_table(ids: np.ndarray, values: np.ndarray, items: np.ndarray, item_ids: np.ndarray) -> pa.Table:
-    """Rows (user_id, rank 1.., item_id, score) of top-k lists: values/items [P, k]; -1 pads are dropped."""
+def list_array(values: np.ndarray, index: np.ndarray, pa_type) -> pa.Array:
+    """A list column: row r holds values[index[r, c]] for every c with index[r, c] >= 0 (index [R, t])."""
+    mask = index >= 0
+    offsets = np.concatenate([[0], np.cumsum(mask.sum(1))]).astype(np.int32)
+    flat = np.asarray(values, dtype=object)[index[mask]] if pa_type == pa.string() else np.asarray(values)[mask]
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa_type))
+
+
+def part_table(ids: np.ndarray, values: np.ndarray, items: np.ndarray, item_ids: np.ndarray,
+               extra: dict[str, np.ndarray] | None = None) -> pa.Table:
+    """Rows (user_id, rank 1.., item_id, score) of top-k lists: values/items [P, k]; -1 pads are dropped.
+
+    extra (explain=true): "because" [P, k, t] history item indices (-1 pads), "because_weights"
+    [P, k, t], and "contribution_<part>" [P, k] arrays, written as because_items (list of ids),
+    because_weights (list of floats) and one float column per part."""
     p, k = items.shape
     keep = (items >= 0).ravel()
     flat_items = items.ravel()[keep]
-    return pa.table(
-        {
-            "user_id": pa.array(np.repeat(ids.astype(str), k)[keep].astype(object), pa.string()),
-            "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), p)[keep]),
-            "item_id": pa.array(np.asarray(item_ids, dtype=object)[flat_items], pa.string()),
-            "score": pa.array(values.ravel()[keep].astype(np.float32)),
-        },
-        schema=SCHEMA,
-    )
+    columns = {
+        "user_id": pa.array(np.repeat(ids.astype(str), k)[keep].astype(object), pa.string()),
+        "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), p)[keep]),
+        "item_id": pa.array(np.asarray(item_ids, dtype=object)[flat_items], pa.string()),
+        "score": pa.array(values.ravel()[keep].astype(np.float32)),
+    }
+    fields = list(SCHEMA)
+    if extra is not None:
+        because = extra["because"].reshape(p * k, -1)[keep]
+        weights = extra["because_weights"].reshape(p * k, -1)[keep].astype(np.float32)
+        columns["because_items"] = list_array(extra["item_ids"], because, pa.string())
+        columns["because_weights"] = list_array(weights, because, pa.float32())
+        fields += [pa.field("because_items", pa.list_(pa.string())), pa.field("because_weights", pa.list_(pa.float32()))]
+        for name, part in extra.items():
+            if name.startswith("contribution_"):
+                columns[name] = pa.array(part.reshape(-1)[keep].astype(np.float32))
+                fields.append(pa.field(name, pa.float32()))
+    return pa.table(columns, schema=pa.schema(fields))
+
+
+@torch.no_grad()
+def explanations(model, users: np.ndarray, items: np.ndarray, top: int, batch_size: int, device) -> dict[str, np.ndarray]:
+    """For users [P] and their lists items [P, k] (checkpoint item indices, -1 pads): "because" [P, k, top],
+    "because_weights" [P, k, top] (model.explain) and "contribution_<part>" [P, k] (model.contributions)."""
+    p, k = items.shape
+    because = np.full((p, k, top), -1, np.int64)
+    weights = np.zeros((p, k, top), np.float32)
+    parts: dict[str, np.ndarray] = {}
+    flat_users, flat_items = np.repeat(users, k), items.reshape(-1)
+    rows = np.flatnonzero(flat_items >= 0)
+    step = max(1, batch_size)
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
+        u = torch.from_numpy(flat_users[chunk]).to(device)
+        j = torch.from_numpy(flat_items[chunk]).to(device)
+        given = model.explain(u, j, top)
+        if given is not None:
+            because.reshape(-1, top)[chunk] = given[0].cpu().numpy()
+            weights.reshape(-1, top)[chunk] = given[1].float().cpu().numpy()
+        split = model.contributions(u, j)
+        if split is not None:
+            names, values = split
+            for n, name in enumerate(names):
+                parts.setdefault(f"contribution_{name}", np.full(p * k, np.nan, np.float32))[chunk] = values[:, n].float().cpu().numpy()
+    return {"because": because, "because_weights": weights, **{n: v.reshape(p, k) for n, v in parts.items()}}
+
+
+def check_explainable(model, meta: dict) -> None:
+    """explain=true on a model that can say nothing (no explain, no contributions) is a one-line error."""
+    users = torch.zeros(1, dtype=torch.int64)
+    if model.explain(users, users, 1) is None and model.contributions(users, users) is None:
+        raise ConfigError(f"explain=true: model {meta['model']!r} cannot explain its recommendations "
+                          "(attention, hybrid, ease and itemknn can); use explain=false")
+
+
+def fallback_lists(cfg: ScoreConfig, meta: dict, targets: Targets, rows: np.ndarray, columns: np.ndarray | None,
+                   content) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values [R, k], items [R, k], kind [R]) of the fallback for target rows `rows` (users without history)."""
+    from deeprec.scoring.content import encode_users, features_of
+
+    user_features, _ = features_of(meta, "user")
+    n_features = 0 if user_features is None else user_features.shape[1]
+    features = np.zeros((len(rows), n_features), np.float32)
+    has_row = np.zeros(len(rows), bool)
+    index = targets.index[rows]
+    known = index >= 0
+    if user_features is not None:
+        columns_names = list(meta.get("user_feature_columns", []))
+        flag = columns_names.index("has_features") if "has_features" in columns_names else None
+        features[known] = user_features[index[known]]
+        has_row[known] = True if flag is None else user_features[index[known], flag] > 0
+        if cfg.user_features and (~known).any():
+            encoded, found = encode_users(cfg.user_features, targets.ids[rows][~known], meta)
+            features[~known], has_row[~known] = encoded, found
+    scores, kind = content.scores(features if n_features else None, has_row)
+    scores = torch.from_numpy(scores if columns is None else scores[:, columns])
+    values, items = topk_with_pads(scores, cfg.k)  # users without history have no seen item to exclude
+    return values.numpy(), items.numpy(), kind
 
 
 def score_users(cfg: ScoreConfig) -> dict[str, Any]:
@@ -232,11 +343,19 @@ def score_users(cfg: ScoreConfig) -> dict[str, Any]:
     atomic_write(unknown_path, lambda tmp: tmp.write_text("".join(f"{u}\n" for u in unknown)))
 
     model.to(device).eval()
+    if cfg.explain:
+        check_explainable(model, meta)
+    content = None
+    if cfg.fallback == "content":
+        from deeprec.scoring.content import ContentFallback, features_of
+
+        content = ContentFallback(seen, features_of(meta, "user")[0], features_of(meta, "item")[0])
     batch_size = cfg.batch_size or auto_batch_size(len(ranked_ids), device, cfg)
     users_per_part = max(1, cfg.part_rows // cfg.k)
     n_parts = -(-len(targets) // users_per_part)
     bar = tqdm(total=len(targets), disable=not cfg.progress, unit="user", desc="deeprec-score")
     cols = None if columns is None else torch.from_numpy(columns).to(device)
+    served = {"popularity": 0, "user_features": 0, "item_features": 0}
 
     def score_fn(users: torch.Tensor) -> torch.Tensor:
         bar.update(len(users))
@@ -257,9 +376,24 @@ def score_users(cfg: ScoreConfig) -> dict[str, Any]:
                     score_fn, index[by_model], cfg.k, exclude=exclude, batch_size=batch_size, device=device
                 )
                 values[by_model], items[by_model] = model_values.numpy(), model_items.numpy()
+            if content is not None and (~by_model).any():
+                rows = np.flatnonzero(~by_model) + block.start
+                values[~by_model], items[~by_model], kind = fallback_lists(cfg, meta, targets, rows, columns, content)
+                for name in served:
+                    served[name] += int((kind == name).sum())
+            elif cfg.fallback == "popularity":
+                served["popularity"] += int((~by_model).sum())
             bar.update(int((~by_model).sum()))
             keep = by_model if cfg.fallback == "skip" else np.ones(len(ids), dtype=bool)
-            sink.write_part(number, part_table(ids[keep], values[keep], items[keep], ranked_ids))
+            extra = None
+            if cfg.explain:
+                full_items = items if columns is None else np.where(items >= 0, columns[np.clip(items, 0, None)], -1)
+                model_items_only = np.where(by_model[:, None], full_items, -1)
+                extra = explanations(model, np.where(index >= 0, index, 0), model_items_only, cfg.explain_top,
+                                     batch_size, device)
+                extra = {name: part[keep] for name, part in extra.items()}
+                extra["item_ids"] = item_ids
+            sink.write_part(number, part_table(ids[keep], values[keep], items[keep], ranked_ids, extra))
     except BaseException:
         if single:
             sink.abort()
@@ -273,7 +407,8 @@ def score_users(cfg: ScoreConfig) -> dict[str, Any]:
         "config": asdict(cfg),
         "users": len(targets),
         "users_scored_by_model": int(targets.by_model.sum()),
-        "users_fallback": int((~targets.by_model).sum()) if cfg.fallback == "popularity" else 0,
+        "users_fallback": int((~targets.by_model).sum()) if cfg.fallback != "skip" else 0,
+        "users_fallback_by": served if cfg.fallback == "content" else {"popularity": served["popularity"]},
         "users_skipped": int((~targets.by_model).sum()) if cfg.fallback == "skip" else 0,
         "users_unknown": int(len(unknown)),
         "unknown_users_file": str(unknown_path),

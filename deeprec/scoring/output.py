@@ -121,17 +121,22 @@ class SingleFile:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         os.close(fd)
         self.tmp = Path(tmp)
-        self.writer = pq.ParquetWriter(self.tmp, SCHEMA)
+        self.writer = None  # opened with the first part's schema (explain=true adds columns)
 
     def write_part(self, number: int, table: pa.Table) -> None:
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.tmp, table.schema)
         self.writer.write_table(table)
         self.finished[number] = table.num_rows
 
     def finish(self, summary: dict[str, Any]) -> None:
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.tmp, SCHEMA)
         self.writer.close()
         os.chmod(self.tmp, default_file_mode())
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
         self.tmp.unlink(missing_ok=True)
