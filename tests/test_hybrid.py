@@ -35,7 +35,8 @@ def test_union_of_candidates_is_distinct_and_skips_excluded_items():
     excluded = torch.tensor([[True, False, False, False, False]])
     got = union_candidates([a, b], 2, excluded)
     assert sorted(got[0].tolist()) == [1, 2, 3, 4]  # a: 1, 2; b: 4, 3; item 0 excluded
-    assert union_candidates([a, b], 2, excluded, first_stage=1)[0].tolist() == [4, 3]
+    assert union_candidates([a, b], 2, excluded, first_stage=1)[0].tolist() == [3, 4]
+    assert union_candidates([a, a], 9, excluded)[0].tolist() == [1, 2, 3, 4]  # M above the catalogue, repeats once
 
 
 def batch_of(features: np.ndarray) -> CandidateFeatures:

@@ -41,8 +41,9 @@ def watched_matrix(student: np.ndarray, video: np.ndarray, n_students: int, n_vi
     return w
 
 
-def attention(watched: sp.csr_matrix, dif: np.ndarray | torch.Tensor, users=None) -> torch.Tensor:
-    """S: [U, n_videos] float64, S[s, j] = mean over the videos m that s watched of |dif_j − dif_m| (SPEC 2.4).
+def attention(watched: sp.csr_matrix, dif: np.ndarray | torch.Tensor, users=None,
+              dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """S: [U, n_videos], S[s, j] = mean over the videos m that s watched of |dif_j − dif_m| (SPEC 2.4).
 
     With the videos sorted by difficulty x, S_s(x_k) = (x_k (2 C_k − m_s) + T_s − 2 P_k) / m_s, where
     C_k and P_k count and sum the watched difficulties before position k and T_s sums all of them:
@@ -51,32 +52,36 @@ def attention(watched: sp.csr_matrix, dif: np.ndarray | torch.Tensor, users=None
     """
     dif = torch.as_tensor(np.asarray(dif), dtype=torch.float64)
     order = torch.argsort(dif, stable=True)
-    x = dif[order]
-    rows = watched if users is None else watched[np.asarray(users)]
-    w = torch.from_numpy(np.asarray(rows.todense(), dtype=np.float64))[:, order]
+    position = torch.empty_like(order)
+    position[order] = torch.arange(len(order))
+    x = dif[order].to(dtype)
+    rows = sp.csr_matrix(watched if users is None else watched[np.asarray(users)])
+    # the watched matrix with its columns in difficulty order, made dense once
+    in_order = sp.csr_matrix((rows.data, position.numpy()[rows.indices], rows.indptr), shape=rows.shape)
+    w = torch.from_numpy(in_order.toarray()).to(dtype).clamp_(max=1.0)
     m = w.sum(1, keepdim=True)
     weighted = w * x
-    before = torch.cumsum(w, 1) - w  # C_k: watched videos strictly before position k
-    before_sum = torch.cumsum(weighted, 1) - weighted  # P_k
     total = weighted.sum(1, keepdim=True)  # T_s
-    sorted_scores = (x * (2 * before - m) + total - 2 * before_sum) / m.clamp(min=1.0)
-    out = torch.empty_like(sorted_scores)
-    out[:, order] = sorted_scores
-    return out
+    before = torch.cumsum(w, 1).sub_(w)  # C_k: watched videos strictly before position k
+    before_sum = torch.cumsum(weighted, 1).sub_(weighted)  # P_k
+    scores = before.mul_(2).sub_(m).mul_(x).add_(total).sub_(before_sum.mul_(2)).div_(m.clamp(min=1.0))
+    return scores[:, position]
 
 
 class PersonalisedAlpha(FactoredAlpha):
     """α_s[j] = ability_s · S_s[j] (SPEC 2.4) as its factors: ability [U], and the attention S computed
     for a chunk of users at a time from the watched matrix and the difficulties (never [U, n] at once)."""
 
-    def __init__(self, ability: torch.Tensor, watched: sp.csr_matrix, dif: torch.Tensor) -> None:
+    def __init__(self, ability: torch.Tensor, watched: sp.csr_matrix, dif: torch.Tensor,
+                 dtype: torch.dtype = torch.float64) -> None:
         self.ability = torch.as_tensor(ability, dtype=torch.float64)
-        self.watched = watched
+        self.watched = sp.csr_matrix(watched)
         self.dif = torch.as_tensor(dif, dtype=torch.float64).cpu()
+        self.dtype = dtype
 
     def factors(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rows = users.detach().cpu().numpy()
-        return self.ability[rows], attention(self.watched, self.dif, rows)
+        return self.ability[rows].to(self.dtype), attention(self.watched, self.dif, rows, self.dtype)
 
 
 def rating_signal(ratings: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:

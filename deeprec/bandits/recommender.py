@@ -263,7 +263,7 @@ class LinUCBRecommender(Recommender):
         """The exploration weight: the fixed float, or α_s = ability_s · S_s kept as its factors."""
         if self.config.alpha_mode == "fixed":
             return self.config.alpha
-        return PersonalisedAlpha(self.ability, self.watched, self.dif)
+        return PersonalisedAlpha(self.ability, self.watched, self.dif, resolve_dtype(self.config.dtype))
 
     def exploration(self, users: torch.Tensor) -> float | torch.Tensor:
         """α for a batch of users: the fixed float, or [B, n_items] ability_s · S_s (SPEC 2.4), dense

@@ -125,6 +125,10 @@ class Blend:
     def state_tensors(self) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def uses(self, column: int) -> bool:
+        """Whether the blend reads feature column `column` (the others need not be computed)."""
+        return True
+
 
 class LinearBlend(Blend):
     """scores = features @ weights (weights [F], zero for the columns the method does not use)."""
@@ -138,6 +142,9 @@ class LinearBlend(Blend):
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {"blend.weights": self.weights}
+
+    def uses(self, column: int) -> bool:
+        return bool(self.weights[column] != 0)
 
 
 def member_columns(names: list[str], members: list[str], normalisation: str, with_head: bool) -> list[int]:

@@ -188,20 +188,24 @@ def member_scores(members: list[Member], users: torch.Tensor) -> list[torch.Tens
 def union_candidates(scores: list[torch.Tensor], n_candidates: int, excluded: torch.Tensor | None,
                      first_stage: int | None = None) -> torch.Tensor:
     """candidates [B, C] int64 (-1 pads): the union of each member's top-M (or member `first_stage`'s
-    top-M alone), items in `excluded` [B, I] bool never included; each row's ids distinct, sorted."""
+    top-M alone), items in `excluded` [B, I] bool never included; each row's ids distinct, ascending.
+
+    Each member's top-M marks a [B, I] mask (unsorted topk), and the marked columns are packed to the
+    left by a cumulative sum: O(B x I) for the union, no sort of the joined lists."""
     chosen = scores if first_stage is None else [scores[first_stage]]
-    n_items = chosen[0].shape[1]
+    batch, n_items = chosen[0].shape
     m = min(n_candidates, n_items)
-    tops = []
+    marked = torch.zeros(batch, n_items, dtype=torch.bool, device=chosen[0].device)
     for s in chosen:
         masked = s if excluded is None else s.masked_fill(excluded, -float("inf"))
-        values, items = torch.topk(masked, m, dim=1)
-        tops.append(torch.where(torch.isneginf(values), -1, items))
-    joined = torch.cat(tops, 1)
-    ordered, _ = torch.sort(joined, dim=1)
-    repeat = torch.zeros_like(ordered, dtype=torch.bool)
-    repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
-    ordered = ordered.masked_fill(repeat, -1)
-    ordered, _ = torch.sort(ordered, dim=1, descending=True)  # distinct ids first, pads (-1) last
-    width = int((ordered >= 0).sum(1).max()) if ordered.numel() else 0
-    return ordered[:, : max(width, 1)]
+        values, items = torch.topk(masked, m, dim=1, sorted=False)
+        marked.scatter_(1, items, torch.isfinite(values))  # an excluded item (-inf) is not marked
+    if excluded is not None:
+        marked &= ~excluded
+    counts = marked.sum(1)
+    width = max(int(counts.max()) if batch else 0, 1)
+    slot = torch.cumsum(marked, 1) - 1  # the packed position of each marked column
+    out = torch.full((batch, width + 1), -1, dtype=torch.int64, device=marked.device)
+    columns = torch.arange(n_items, device=marked.device).expand(batch, n_items)
+    out.scatter_(1, torch.where(marked, slot, width), torch.where(marked, columns, -1))
+    return out[:, :width]

@@ -16,7 +16,9 @@ The checkpoint holds every member's state, so it is self-contained (weights_only
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,6 +113,8 @@ class HybridRecommender(Recommender):
         self.seen = sp.csr_matrix((self.n_users, self.n_items), dtype=np.float32)
         self.rating_scale = 1.0
         self.blend_trials: dict[str, float] = {}
+        self.stage_seconds: dict[str, float] = {}  # first stage / blend / re-ranking wall time of score()
+        self._nested: list[float] = []
 
     # -- layout -------------------------------------------------------------------------------------
     @property
@@ -194,6 +198,7 @@ class HybridRecommender(Recommender):
     def _fit_blend(self, data) -> Blend:
         """The blend learned on the valid split (members, seen filter and head on train); equal weights without one."""
         c = self.config
+        self.blend = None  # candidate_features computes every column while there is no blend
         truth = data.truth("valid")
         users = np.flatnonzero(np.diff(truth.indptr) > 0)
         names = self.feature_names()
@@ -232,18 +237,30 @@ class HybridRecommender(Recommender):
                            excluded: torch.Tensor | None = None) -> CandidateFeatures:
         """Stage 1 and the blend's inputs for users [B] (blend.py's feature columns)."""
         users = users.to(self.device)
-        scores = member_scores(self.members, users) if scores is None else scores
-        excluded = self._excluded(users) if excluded is None else excluded
-        first = None if self.config.candidates == "union" else self.member_names.index(self.config.candidates)
-        candidates = union_candidates(scores, self.config.n_candidates, excluded, first)
+        with self.timer("first stage"):
+            scores = member_scores(self.members, users) if scores is None else scores
+            excluded = self._excluded(users) if excluded is None else excluded
+            first = None if self.config.candidates == "union" else self.member_names.index(self.config.candidates)
+            candidates = union_candidates(scores, self.config.n_candidates, excluded, first)
+        with self.timer("blend"):
+            return self._features(users, scores, candidates)
+
+    def _features(self, users: torch.Tensor, scores: list[torch.Tensor], candidates: torch.Tensor) -> CandidateFeatures:
         valid = candidates >= 0
         index = candidates.clamp(min=0)
         columns = []
+        needed = (lambda column: True) if self.blend is None else self.blend.uses  # fitting reads every column
+        zeros = torch.zeros(valid.shape, device=valid.device)
         for s in scores:
             at = s.gather(1, index)
-            columns += [zscore(at, valid), reciprocal_rank(at, valid, self.config.rrf_k)]
-        if self.head_blended:
-            columns.append(zscore(self.head.ucb_at(users, candidates).to(self.device), valid))
+            position = len(columns)
+            columns.append(zscore(at, valid) if needed(position) else zeros)
+            columns.append(reciprocal_rank(at, valid, self.config.rrf_k) if needed(position + 1) else zeros)
+        if self.head_blended and needed(len(columns)):
+            with self.timer("re-ranking"):  # the head is re-ranking work, whether its weight is learned or set
+                columns.append(zscore(self.head.ucb_at(users, candidates).to(self.device), valid))
+        elif self.head_blended:
+            columns.append(zeros)
         columns.append(rule_scores(candidates, valid, self.popularity))
         history = torch.from_numpy(np.log1p(np.diff(self.seen.indptr)[users.cpu().numpy()]).astype(np.float32))
         columns.append(history.to(self.device).unsqueeze(1).expand_as(valid).float())
@@ -252,6 +269,11 @@ class HybridRecommender(Recommender):
 
     def rerank(self, batch: CandidateFeatures, relevance: torch.Tensor) -> torch.Tensor:
         """Final candidate scores [B, C]: z(relevance) + head + rules, then MMR when diversity > 0."""
+        c = self.config
+        with self.timer("re-ranking"):
+            return self._rerank(batch, relevance)
+
+    def _rerank(self, batch: CandidateFeatures, relevance: torch.Tensor) -> torch.Tensor:
         c = self.config
         final = zscore(relevance, batch.valid)
         if self.uses_head and not self.head_blended:
@@ -268,10 +290,18 @@ class HybridRecommender(Recommender):
     def score(self, users: torch.Tensor) -> torch.Tensor:
         """scores [B, n_items]: the re-ranked candidates, then the other items below them; known items -inf."""
         users = users.to(self.device)
-        scores = member_scores(self.members, users)
-        excluded = self._excluded(users)
+        with self.timer("first stage"):
+            scores = member_scores(self.members, users)
+            excluded = self._excluded(users)
         batch = self.candidate_features(users, scores, excluded)
-        final = self.rerank(batch, self.blend(batch.features))
+        with self.timer("blend"):
+            relevance = self.blend(batch.features)
+        final = self.rerank(batch, relevance)
+        with self.timer("other items"):
+            return self._assemble(scores, batch, final, excluded)
+
+    def _assemble(self, scores, batch, final, excluded) -> torch.Tensor:
+        """[B, I]: final at the candidates, the other items below them, known items -inf."""
         # the other items: below the lowest candidate, ordered by the members' mean z-score over the candidates
         valid = batch.valid
         order = torch.zeros_like(scores[0])
@@ -350,6 +380,21 @@ class HybridRecommender(Recommender):
         vectors = unit_rows(self.diversity_vectors.float())
         weights = (vectors @ vectors[items.cpu()].T).T.clamp(min=0)
         return torch.cat([weights, weights.new_zeros(len(users), 1)], 1)
+
+    @contextlib.contextmanager
+    def timer(self, stage: str):
+        """Adds the wall time of the block to self.stage_seconds[stage] (nested stages are subtracted
+        from the enclosing one, so the stages add up to the total; scripts/bench_hybrid.py reads them)."""
+        start = time.perf_counter()
+        self._nested.append(0.0)
+        try:
+            yield
+        finally:
+            inner = self._nested.pop()
+            spent = time.perf_counter() - start
+            self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + spent - inner
+            if self._nested:
+                self._nested[-1] += spent
 
     # -- devices and modes ---------------------------------------------------------------------------
     def to(self, device) -> "HybridRecommender":

@@ -27,14 +27,13 @@ def unit_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def arm_features(embeddings: list[torch.Tensor], fallback: np.ndarray, dim: int, seed: int) -> torch.Tensor:
-    """[I, <= dim] float64 arm features: the members' embeddings (unit rows, side by side) reduced by
+    """[I, <= dim] float32 arm features: the members' embeddings (unit rows, side by side) reduced by
     PCA to `dim`, or `fallback` (item factors) when no member has embeddings."""
     if not embeddings:
-        x = torch.as_tensor(fallback, dtype=torch.float64)
-        return x[:, :dim]
+        return torch.as_tensor(fallback, dtype=torch.float32)[:, :dim]
     x = torch.cat([unit_rows(e.detach().cpu().double()) for e in embeddings], 1)
     if x.shape[1] <= dim:
-        return x
+        return x.float()
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -42,21 +41,21 @@ def arm_features(embeddings: list[torch.Tensor], fallback: np.ndarray, dim: int,
         _, s, v = torch.pca_lowrank(centred, q=dim, center=False, niter=4)
     finally:
         torch.random.set_rng_state(state)
-    return centred @ v[:, :dim]
+    return (centred @ v[:, :dim]).float()
 
 
 class LinUCBHead:
     """Per-user LinUCB over arm features X [I, d], scored only at candidate items."""
 
     def __init__(self, n_users: int, features: torch.Tensor, alpha: float, lam: float) -> None:
-        self.features = features.double()
+        self.features = features.float()  # float32: scoring is 5x faster than float64 and d is small
         self.alpha = float(alpha)
-        self.bandit = BatchedLinUCB(n_users, features.shape[1], alpha=alpha, lam=lam, dtype=torch.float64)
+        self.bandit = BatchedLinUCB(n_users, features.shape[1], alpha=alpha, lam=lam, dtype=torch.float32)
 
     def fit(self, users: np.ndarray, items: np.ndarray, rewards: np.ndarray) -> "LinUCBHead":
         """Each user's ridge model from their known (user, item, reward) rows, from the prior."""
         x = self.features[torch.from_numpy(items.astype(np.int64))]
-        self.bandit.fit(torch.from_numpy(users.astype(np.int64)), x, torch.from_numpy(rewards.astype(np.float64)))
+        self.bandit.fit(torch.from_numpy(users.astype(np.int64)), x, torch.from_numpy(rewards.astype(np.float32)))
         return self
 
     def to(self, device) -> "LinUCBHead":
@@ -70,9 +69,9 @@ class LinUCBHead:
         device = self.bandit.device
         users = users.to(device)
         x = self.features[candidates.clamp(min=0).to(device)]  # [B, C, d]
-        mean = torch.einsum("bcd,bd->bc", x, self.bandit.theta[users])
-        width = torch.einsum("bcd,bde,bce->bc", x, self.bandit.A_inv[users], x).clamp(min=0).sqrt()
-        return (mean + self.alpha * width).float()
+        mean = torch.bmm(x, self.bandit.theta[users].unsqueeze(2)).squeeze(2)
+        width = torch.einsum("bcd,bde,bce->bc", x, self.bandit.A_inv[users], x).clamp_(min=0).sqrt_()
+        return mean.add_(width, alpha=self.alpha)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {"head.features": self.features, **{f"head.{k}": v for k, v in self.bandit.state_dict().items()}}
@@ -91,30 +90,42 @@ def rule_scores(candidates: torch.Tensor, valid: torch.Tensor, values: torch.Ten
 
 @torch.no_grad()
 def mmr(relevance: torch.Tensor, candidates: torch.Tensor, valid: torch.Tensor, vectors: torch.Tensor,
-        diversity: float, depth: int) -> torch.Tensor:
+        diversity: float, depth: int, pool: int | None = None) -> torch.Tensor:
     """Marginal relevance [B, C] of greedy MMR over each user's candidates: lambda * rel - (1 - lambda) *
     (max cosine similarity to the items picked so far, floored at 0), lambda = 1 - diversity, rel the
     relevance min-max scaled to 0..1 per user. The first `depth` picks get the value they were picked
-    at, the others their value after the last pick; non-increasing along the MMR order. Pads: -inf."""
+    at, the others their value after the last pick; non-increasing along the MMR order. Pads: -inf.
+
+    Only the `pool` most relevant candidates (default 4 x depth) enter the greedy loop: a candidate
+    below them cannot be picked within `depth` steps unless diversity outweighs nearly all relevance.
+    The rest keep their relevance order below the pool's lowest value."""
     lam = 1.0 - diversity
     low = torch.where(valid, relevance, torch.full_like(relevance, float("inf"))).min(1, keepdim=True).values
     high = torch.where(valid, relevance, torch.full_like(relevance, -float("inf"))).max(1, keepdim=True).values
     span = (high - low).clamp(min=1e-12)
     rel = torch.where(valid, (relevance - low) / span, torch.zeros_like(relevance))
-    unit = unit_rows(vectors.float()).to(candidates.device)[candidates.clamp(min=0)]  # [B, C, d]
-    closest = torch.zeros_like(rel)
-    available = valid.clone()
-    out = torch.full_like(rel, -float("inf"))
+    width = min(relevance.shape[1], pool or 4 * depth)
+    _, top = torch.topk(torch.where(valid, rel, torch.full_like(rel, -1.0)), width, dim=1)
+    pool_valid = valid.gather(1, top)
+    pool_rel = rel.gather(1, top)
+    unit = unit_rows(vectors.float()).to(candidates.device)[candidates.gather(1, top).clamp(min=0)]  # [B, P, d]
+    closest = torch.zeros_like(pool_rel)
+    available = pool_valid.clone()
+    picked = torch.full_like(pool_rel, -float("inf"))
     rows = torch.arange(len(rel), device=rel.device)
-    for _ in range(min(depth, rel.shape[1])):
-        value = torch.where(available, lam * rel - (1 - lam) * closest, torch.full_like(rel, -float("inf")))
+    gain = lam * pool_rel
+    for _ in range(min(depth, width)):
+        value = (gain - (1 - lam) * closest).masked_fill_(~available, -float("inf"))
         best, pick = value.max(1)
         live = torch.isfinite(best)
         if not bool(live.any()):
             break
-        out[rows[live], pick[live]] = best[live]
+        picked[rows[live], pick[live]] = best[live]
         available[rows[live], pick[live]] = False
-        similarity = torch.einsum("bcd,bd->bc", unit, unit[rows, pick]).clamp(min=0)
+        similarity = torch.bmm(unit, unit[rows, pick].unsqueeze(2)).squeeze(2).clamp_(min=0)
         closest = torch.where(live.unsqueeze(1), torch.maximum(closest, similarity), closest)
-    rest = lam * rel - (1 - lam) * closest
-    return torch.where(available, rest, out)
+    pool_values = torch.where(available, gain - (1 - lam) * closest, picked).masked_fill_(~pool_valid, -float("inf"))
+    floor = torch.where(pool_valid, pool_values, torch.full_like(pool_values, float("inf"))).min(1, keepdim=True).values
+    out = floor - 1.0 + rel - 1.0  # below the pool, in relevance order (rel <= 1)
+    out.scatter_(1, top, pool_values)
+    return out.masked_fill_(~valid, -float("inf"))
