@@ -13,6 +13,8 @@ Methods (`blend`):
 - ndcg: coordinate ascent on the weights for valid NDCG@10 itself, started from lsq.
 - learned: a small MLP over every column, trained with Lightning on a listwise softmax loss
   (combiner.py), early-stopped on held-out valid users.
+- single:<member>: one member alone (weight 1 on its z-score), which auto also tries, so a blend
+  is only kept where it beats the best member on users it was not fitted on.
 - auto: each of the above fitted on 70 % of the valid users and compared on the other 30 % by
   NDCG@10; the winner is refitted on all of them. Without a valid split: equal weights.
 """
@@ -207,6 +209,9 @@ def fit_linear(method: str, batch: CandidateFeatures, labels: torch.Tensor, trut
                members: list[str], normalisation: str, with_head: bool) -> LinearBlend:
     """equal | rrf | lsq | ndcg weights on the member columns."""
     names = batch.names
+    if method.startswith("single:"):
+        columns = member_columns(names, [method.split(":", 1)[1]], "z", False)
+        return LinearBlend(weights_on(columns, [1.0], len(names)), method)
     if method == "rrf":
         columns = member_columns(names, members, "rank", False)
         return LinearBlend(weights_on(columns, np.full(len(columns), 1.0 / len(columns)), len(names)), method)
@@ -253,10 +258,10 @@ def fit_blend(method: str, batch: CandidateFeatures, truth: sp.csr_matrix, membe
     fit_part, held = subset(batch, fit_rows), subset(batch, held_rows)
     fit_labels, fit_truth, held_truth = labels[torch.from_numpy(fit_rows)], truth[fit_rows], truth[held_rows]
     trials = {}
-    for name in (*LINEAR_CANDIDATES, "learned"):
+    for name in (*[f"single:{m}" for m in members], *LINEAR_CANDIDATES, "learned"):
         blend = fit(name, fit_part, fit_labels, fit_truth)
         trials[name] = ndcg_at(blend(held.features), held, held_truth)
-    winner = max(trials, key=lambda name: (trials[name], -list(trials).index(name)))  # ties: the simpler one
+    winner = max(trials, key=lambda name: (trials[name], -list(trials).index(name)))  # ties: the earlier (simpler) one
     log.info("hybrid blend on valid (NDCG@10 of held-out valid users): %s -> %s",
              {k: round(v, 4) for k, v in trials.items()}, winner)
     return fit(winner, batch, labels, truth), trials

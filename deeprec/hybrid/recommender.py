@@ -42,6 +42,7 @@ from deeprec.recommender import ModelConfig, Recommender, csr_to_tensors, tensor
 log = logging.getLogger("deeprec.hybrid")
 
 DIVERSITY_FEATURES = ("auto", "item_features", "arms")
+BLEND_KINDS = (*BLENDS, "single")  # what a checkpoint records of the fitted blend (single: one member alone)
 
 
 def _default_members() -> list[str]:
@@ -423,7 +424,7 @@ class HybridRecommender(Recommender):
             state["diversity_vectors"] = self.diversity_vectors
         if self.blend is not None:
             state.update(self.blend.state_tensors())
-            state["blend.method"] = torch.tensor([BLENDS.index(self.blend.method)])
+            state["blend.method"] = torch.tensor([BLEND_KINDS.index(self.blend.method.split(":")[0])])
         if self.head is not None:
             state.update(self.head.state_tensors())
         return state
@@ -439,7 +440,7 @@ class HybridRecommender(Recommender):
         self.n_users, self.n_items = self.seen.shape
         self.diversity_vectors = state.get("diversity_vectors")
         if "blend.method" in state:
-            method = BLENDS[int(state["blend.method"][0])]
+            method = BLEND_KINDS[int(state["blend.method"][0])]
             self.blend = CombinerBlend.from_state(state) if method == "learned" else LinearBlend(state["blend.weights"], method)
         if "head.features" in state:
             self.head = LinUCBHead.from_state(state, self.n_users, self.config.bandit_alpha, self.config.bandit_lam)
