@@ -85,3 +85,25 @@ def ranking_keys(scores: torch.Tensor, tie_rank: torch.Tensor) -> torch.Tensor:
     ordered = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
     n_items = scores.shape[1]
     return ordered * n_items + (n_items - 1 - tie_rank.to(torch.int64))[None, :]
+
+
+#: orders among equal scores: a seeded random item order, the item index, or descending popularity
+TIE_ORDERS = ("random", "index", "popularity")
+
+
+def random_item_rank(n_items: int, seed: int) -> np.ndarray:
+    """[I] a seeded random priority per item for ties (its own stream [seed, 1], independent of other draws)."""
+    return np.random.default_rng([seed, 1]).permutation(n_items).astype(np.int64)
+
+
+def tie_ranks(mode: str, train: sp.csr_matrix, random_rank: np.ndarray) -> torch.Tensor:
+    """[I] int64 priority of each item among equal scores (0 first) by a TIE_ORDERS mode; train: CSR
+    [U, I] for the popularity, random_rank [I]: the random order (random_item_rank)."""
+    if mode == "random":
+        return torch.from_numpy(random_rank)
+    if mode == "index":
+        return torch.arange(train.shape[1])
+    popularity = np.asarray(train.sum(axis=0)).ravel()
+    rank = np.empty(len(popularity), np.int64)
+    rank[np.argsort(-popularity, kind="stable")] = np.arange(len(popularity))
+    return torch.from_numpy(rank)

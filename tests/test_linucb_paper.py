@@ -4,7 +4,6 @@ explorations and the three baselines, on a generated table and on the real Cours
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pandas as pd

@@ -20,11 +20,11 @@ from scipy import stats
 
 from deeprec.baselines.knn import item_similarity, itemknn_scores
 from deeprec.cli.ratings_paper import run_from_config
+from deeprec.data.ratings.rating import rated_matrices
 from deeprec.errors import ConfigError
 from deeprec.evaluation.metrics import precision_at_user_k, random_precision
 from deeprec.experiments.ratings_paper import (
     PaperProtocol,
-    rated_matrices,
     resample_plan,
     significance_tests,
     strategy_name,

@@ -27,6 +27,8 @@ DEFAULT_KS = (5, 10, 20)
 PER_USER_METRICS = ("precision", "recall", "f1", "hit", "ndcg", "map", "mrr")
 #: metrics of the whole set of top-k lists
 LIST_METRICS = ("coverage", "personalization", "novelty")
+#: every metric name evaluate_topk reports (at each k)
+METRICS = PER_USER_METRICS + LIST_METRICS
 
 
 def truth_to_csr(truth, n_items: int | None = None) -> sp.csr_matrix:

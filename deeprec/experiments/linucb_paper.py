@@ -24,8 +24,7 @@ import torch
 from deeprec.bandits.ability import GROUPS, ability_groups, group_summary, student_ability
 from deeprec.bandits.features import video_features
 from deeprec.bandits.linucb import BatchedLinUCB
-from deeprec.bandits.offpolicy import (FixedPolicy, LinUCBPolicy, doubly_robust, empirical_propensities, ips, replay,
-                                       save_curves)
+from deeprec.bandits.offpolicy import FixedPolicy, LinUCBPolicy, doubly_robust, empirical_propensities, ips, replay, save_curves
 from deeprec.bandits.recommender import LinUCBRecommender
 from deeprec.bandits.simulate import make_world, uniform_logs
 from deeprec.baselines.knn import ItemKNN, UserKNN
@@ -250,8 +249,7 @@ def reproduce(behaviour: pd.DataFrame, rejects: pd.DataFrame, source: str, out: 
                  f"holdout protocol: {holdout_share:.0%} of each student's videos hidden; T = hidden ∧ correct")
         sections.append(f"## {label}")
         header = ["group", "model"] + [f"{m}@{k}" for k in PAPER_KS for m in ("P", "R", "F1", "HR")]
-        rows = [[g, name] + [by_model[name][g][f"{m}@{k}"] for k in PAPER_KS
-                             for m in ("precision", "recall", "f1", "hit_ratio")]
+        rows = [[g, name] + [by_model[name][g][f"{PAPER_NAMES.get(m, m)}@{k}"] for k in PAPER_KS for m in PAPER_METRICS]
                 for g in (*GROUPS, "all") for name in by_model]
         sections += ["### precision (P), recall (R), F1, hit ratio (HR) per group", table(header, rows)]
         rows = [[g, name] + [by_model[name][g][f"adaptivity@{k}"] for k in PAPER_KS]

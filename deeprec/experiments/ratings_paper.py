@@ -30,15 +30,15 @@ from deeprec.baselines.knn import item_similarity, itemknn_scores
 from deeprec.config import check_at_least, check_choice, resolve_device
 from deeprec.data.ratings import RatingsResult
 from deeprec.data.ratings.config import PENALTIES, THRESHOLDS
-from deeprec.data.ratings.rating import rate_pairs
+from deeprec.data.ratings.rating import RatedMatrices, rated_matrices
 from deeprec.errors import ConfigError, DataError
 from deeprec.evaluation.metrics import precision_at_user_k, random_precision
 from deeprec.evaluation.report import json_default, number_table, plot_lines
 from deeprec.evaluation.stats import bonferroni, rank_sum_greater
+from deeprec.ranking import TIE_ORDERS, random_item_rank, tie_ranks
 
 THRESHOLD_LABELS = {"per_user": "PU", "global": "GPC"}
 PENALTY_LABELS = {"quadratic": "F1 quadratic", "linear": "F2 linear", "log": "F3 log", "sqrt": "F4 sqrt", "step": "F5 step"}
-TIE_BREAKS = ("random", "index", "popularity")
 
 # The paper's reported numbers (GCFGlobal, 7,071 users, 230 courses), shown beside ours.
 PAPER_PRECISION = {  # Table 2: precision@k_u on the whole data set
@@ -101,7 +101,7 @@ class PaperProtocol:
                 f"protocol.reference_threshold/reference_penalty={self.reference_threshold}/{self.reference_penalty} "
                 f"must be among protocol.thresholds {self.thresholds} and protocol.penalties {self.penalties}"
             )
-        check_choice(self.tie_break, TIE_BREAKS, "protocol.tie_break")
+        check_choice(self.tie_break, TIE_ORDERS, "protocol.tie_break")
         check_choice(self.bonferroni, ("per_table", "all"), "protocol.bonferroni")
         if self.cpu_threads < 0:
             raise ConfigError(f"protocol.cpu_threads={self.cpu_threads} must be >= 0 (0: torch's default)")
@@ -122,57 +122,7 @@ class PaperProtocol:
         return [(t, p) for t in self.thresholds for p in self.penalties]
 
 
-# ----------------------------------------------------------------------------- matrices and the ranking
-
-
-@dataclass
-class RatedMatrices:
-    """One rated data set as sparse matrices over users x courses (courses in id order).
-
-    train, test: binary CSR [U, I] of each user's train / test courses (SPEC 1.9);
-    ratings: (threshold, penalty) -> CSR [U, I] of the train ratings (explicit zeros kept).
-    """
-
-    user_ids: np.ndarray
-    course_ids: np.ndarray
-    train: sp.csr_matrix
-    test: sp.csr_matrix
-    ratings: dict[tuple[str, str], sp.csr_matrix]
-
-    @property
-    def n_users(self) -> int:
-        return len(self.user_ids)
-
-
-def rated_matrices(ratings: pd.DataFrame, strategies: list[tuple[str, str]]) -> RatedMatrices:
-    """RatedMatrices of a ratings frame (user_id, course_id, pct_viewed, split), every strategy re-rated
-    from pct_viewed with the ratings pipeline's own rule (SPEC 1.7-1.8)."""
-    users, user_ids = pd.factorize(ratings["user_id"], sort=True)
-    courses, course_ids = pd.factorize(ratings["course_id"], sort=True)
-    shape = (len(user_ids), len(course_ids))
-    is_train = (ratings["split"] == "train").to_numpy()
-
-    def matrix(rows: np.ndarray, values: np.ndarray) -> sp.csr_matrix:
-        m = sp.csr_matrix((values[rows], (users[rows], courses[rows])), shape=shape, dtype=np.float32)
-        m.sort_indices()
-        return m
-
-    train_rows, test_rows = np.flatnonzero(is_train), np.flatnonzero(~is_train)
-    ones = np.ones(len(ratings), np.float32)
-    by_strategy = {s: matrix(train_rows, rate_pairs(ratings, *s).astype(np.float32)) for s in strategies}
-    return RatedMatrices(np.asarray(user_ids), np.asarray(course_ids), matrix(train_rows, ones), matrix(test_rows, ones), by_strategy)
-
-
-def tie_ranks(mode: str, train: sp.csr_matrix, random_rank: np.ndarray) -> torch.Tensor:
-    """[I] int64 priority of each course among equal scores (0 first)."""
-    if mode == "random":
-        return torch.from_numpy(random_rank)
-    if mode == "index":
-        return torch.arange(train.shape[1])
-    popularity = np.asarray(train.sum(axis=0)).ravel()
-    rank = np.empty(len(popularity), np.int64)
-    rank[np.argsort(-popularity, kind="stable")] = np.arange(len(popularity))
-    return torch.from_numpy(rank)
+# ----------------------------------------------------------------------------- the item-kNN per strategy
 
 
 def strategy_precision(
@@ -220,11 +170,6 @@ def resample_plan(n_users: int, protocol: PaperProtocol) -> ResamplePlan:
         )
     samples = np.stack([rng.choice(n_users, size, replace=False) for _ in range(protocol.n_resamples)])
     return ResamplePlan(np.sort(samples, axis=1), note)
-
-
-def random_item_rank(n_items: int, seed: int) -> np.ndarray:
-    """[I] a seeded random priority per course for ties (its own stream, independent of the samples)."""
-    return np.random.default_rng([seed, 1]).permutation(n_items).astype(np.int64)
 
 
 def full_data_precision(matrices: RatedMatrices, protocol: PaperProtocol) -> dict[tuple[str, str], float]:
