@@ -236,7 +236,7 @@ class LinUCBRecommender(Recommender):
         rows = behaviour_rows(data, ("train",))
         source = self.feature_source(data, rows)
         x = self._arm_features(data, rows, source)
-        self.arm_features = torch.from_numpy(x)
+        self.arm_features = torch.from_numpy(np.array(x, dtype=np.float64))
         self.rating_scale = float(max(data.rows("train")["rating"].max(), 0.0)) if len(data.rows("train")) else 1.0
         if self.config.alpha_mode == "personalised" or source == "video_stats":
             self.dif = torch.from_numpy(np.asarray(self._difficulty(data, x, source), np.float64))

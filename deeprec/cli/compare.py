@@ -17,9 +17,6 @@ from deeprec.errors import ConfigError
 
 log = logging.getLogger("deeprec.compare")
 
-PER_USER = ("precision", "recall", "f1", "hit", "ndcg", "map", "mrr")
-
-
 def model_section(name: str, overrides: DictConfig | None) -> DictConfig:
     """conf/model/<name>.yaml (from the installed package) merged with the user's overrides."""
     from deeprec.registry import MODELS
@@ -49,9 +46,9 @@ def validated_model_sections(cfg: DictConfig) -> dict[str, DictConfig]:
 def per_user_values(topk, truth, ks, segments: np.ndarray | None = None, segment_metric: str = "ndcg@10") -> dict[str, np.ndarray]:
     """Per-user metric vectors (keys like ndcg@10) for the paired tests and the CIs; with `segments`
     (a label per row of topk) also `segment/<name>/<segment_metric>` over each segment's users."""
-    from deeprec.evaluation.metrics import per_user_metric
+    from deeprec.evaluation.metrics import PER_USER_METRICS, per_user_metric
 
-    values = {f"{m}@{k}": per_user_metric(topk, truth, m, k) for k in ks for m in PER_USER}
+    values = {f"{m}@{k}": per_user_metric(topk, truth, m, k) for k in ks for m in PER_USER_METRICS}
     if segments is not None and segment_metric in values:
         for name in np.unique(segments):  # a handful of segments
             values[f"segment/{name}/{segment_metric}"] = values[segment_metric][segments == name]
@@ -61,6 +58,7 @@ def per_user_values(topk, truth, ks, segments: np.ndarray | None = None, segment
 def compare(cfg: DictConfig) -> "pd.DataFrame":  # noqa: F821
     from deeprec.atomic import write_text_atomic
     from deeprec.cli.train import run_training
+    from deeprec.evaluation.metrics import PER_USER_METRICS
     from deeprec.evaluation.report import leaderboard, plot, to_markdown
     from deeprec.evaluation.segments import user_segments
     from deeprec.registry import BASELINES, ENSEMBLES
@@ -83,7 +81,7 @@ def compare(cfg: DictConfig) -> "pd.DataFrame":  # noqa: F821
         segment_metric = cfg.report.get("segment_metric", "ndcg@10")
         per_user[name] = per_user_values(result.test_topk, truth, cfg.eval.ks, labels, segment_metric)
         set_metrics[name] = {k: v for k, v in result.metrics.items()
-                             if k.split("/")[-1].split("@")[0] not in PER_USER and not k.endswith("/n_users")}
+                             if k.split("/")[-1].split("@")[0] not in PER_USER_METRICS and not k.endswith("/n_users")}
     table = leaderboard(per_user, set_metrics, BASELINES, cfg.report.test_metric, ENSEMBLES)
     title = f"{data.name}: {data.n_users} users, {data.n_items} items, seed {cfg.seed}"
     write_text_atomic(out_dir / "leaderboard.csv", table.to_csv())

@@ -32,19 +32,10 @@ from deeprec.cli.common import (
     report_user_errors,
     run_device,
 )
-from deeprec.config import check_choice, validate_section
-from deeprec.errors import ConfigError
+from deeprec.config import validate_section
+from deeprec.evaluation.config import EvalConfig
 
 log = logging.getLogger("deeprec.train")
-
-
-@dataclass
-class EvalConfig:
-    ks: list[int] = field(default_factory=lambda: [5, 10, 20])  # cut-offs of every metric
-    batch_size: int = 1024  # users scored at once
-    monitor: str = "ndcg@10"  # valid/<monitor> drives checkpoints and early stopping
-    patience: int = 5  # epochs without improvement before early stopping (0: off)
-    segments: str = "auto"  # per-segment metrics: auto | ability | history | none (deeprec.evaluation.segments)
 
 
 @dataclass
@@ -61,16 +52,7 @@ class RunConfig:
 def validate_run(cfg: DictConfig) -> None:
     """Fail fast, in one line, on a bad seed / resume / eval value or a bad trainer section."""
     keys = {f.name for f in dataclasses.fields(RunConfig)}
-    run = validate_section({k: v for k, v in plain(cfg).items() if k in keys}, RunConfig, "config")
-    if not run.eval.ks or min(run.eval.ks) < 1:
-        raise ConfigError(f"eval.ks={run.eval.ks} must list cut-offs of at least 1")
-    if run.eval.batch_size < 1 or run.eval.patience < 0:
-        raise ConfigError(f"eval.batch_size={run.eval.batch_size} must be >= 1 and eval.patience={run.eval.patience} >= 0")
-    if run.eval.monitor.split("@")[0] not in ("precision", "recall", "f1", "hit", "ndcg", "map", "mrr", "coverage"):
-        raise ConfigError(f"eval.monitor={run.eval.monitor!r} is not a metric@k such as ndcg@10")
-    from deeprec.evaluation.segments import SEGMENT_MODES
-
-    check_choice(run.eval.segments, SEGMENT_MODES, "eval.segments")
+    validate_section({k: v for k, v in plain(cfg).items() if k in keys}, RunConfig, "config").eval.check()
     validate_section(cfg.trainer, TrainerConfig, "trainer")
     run_device(cfg)
 

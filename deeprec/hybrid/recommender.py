@@ -289,7 +289,8 @@ class HybridRecommender(Recommender):
 
     @torch.no_grad()
     def score(self, users: torch.Tensor) -> torch.Tensor:
-        """scores [B, n_items]: the re-ranked candidates, then the other items below them; known items -inf."""
+        """scores [B, n_items]: the re-ranked candidates, then the other items below them, the user's known
+        items last (filter_seen; finite scores, as every model's)."""
         users = users.to(self.device)
         with self.timer("first stage"):
             scores = member_scores(self.members, users)
@@ -302,7 +303,7 @@ class HybridRecommender(Recommender):
             return self._assemble(scores, batch, final, excluded)
 
     def _assemble(self, scores, batch, final, excluded) -> torch.Tensor:
-        """[B, I]: final at the candidates, the other items below them, known items -inf."""
+        """[B, I]: final at the candidates, the other items below them, known items below everything."""
         # the other items: below the lowest candidate, ordered by the members' mean z-score over the candidates
         valid = batch.valid
         order = torch.zeros_like(scores[0])
@@ -317,8 +318,10 @@ class HybridRecommender(Recommender):
         out = lowest - 1.0 - (order.max(1, keepdim=True).values - order) / len(scores)
         rows, cols = torch.nonzero(valid, as_tuple=True)
         out[rows, batch.candidates[rows, cols]] = final[rows, cols]
-        if excluded is not None:
-            out.masked_fill_(excluded, -float("inf"))
+        if excluded is not None:  # known items last, at a finite score (callers exclude them anyway)
+            floor = torch.where(excluded, torch.full_like(out, float("inf")), out).min(1, keepdim=True).values
+            floor = torch.where(torch.isfinite(floor), floor, torch.zeros_like(floor))
+            out = torch.where(excluded, floor - 1.0, out)
         return out
 
     # -- explanations -------------------------------------------------------------------------------

@@ -91,8 +91,8 @@ class SideFeatures:
 
     def prepare_side_features(self, data, use_items: bool, use_users: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Load data.item_features / data.user_features (when used); returns both standardised tables or None."""
-        items = self.item_content.load(getattr(data, "item_features", None), use_items)
-        users = self.user_content.load(getattr(data, "user_features", None), use_users)
+        items = self.item_content.load(data.item_features, use_items)
+        users = self.user_content.load(data.user_features, use_users)
         return items, users
 
     def user_vectors(self, users: torch.Tensor) -> torch.Tensor | None:
