@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,82 +19,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from deeprec.config import check_choice, resolve_device
-from deeprec.errors import ConfigError
+from deeprec.config import resolve_device
 from deeprec.hybrid.blend import (
-    BLENDS, NORMALISATIONS, Blend, CandidateFeatures, LinearBlend, concat_features, fit_blend, reciprocal_rank,
-    weights_on, zscore,
+    Blend, CandidateFeatures, LinearBlend, concat_features, fit_blend, reciprocal_rank, weights_on, zscore,
 )
+from deeprec.hybrid.config import BLEND_KINDS, HybridConfig
 from deeprec.hybrid.members import (
-    Member, build_members, check_members, is_checkpoint, load_member_states, member_scores, member_states,
-    rebuild_members, union_candidates,
+    Member, build_members, load_member_states, member_scores, member_states, rebuild_members, union_candidates,
 )
 from deeprec.hybrid.rerank import LinUCBHead, arm_features, mmr, rule_scores, unit_rows
-from deeprec.recommender import ModelConfig, Recommender, csr_to_tensors, tensors_to_csr
+from deeprec.recommender import Recommender, csr_to_tensors, tensors_to_csr
 
 log = logging.getLogger("deeprec.hybrid")
-
-DIVERSITY_FEATURES = ("auto", "item_features", "arms")
-BLEND_KINDS = (*BLENDS, "single")  # what a checkpoint records of the fitted blend (single: one member alone)
-
-
-def _default_members() -> list[str]:
-    return ["ease", "itemknn", "userknn", "mf", "pop"]
-
-
-@dataclass
-class HybridConfig(ModelConfig):
-    name: str = "hybrid"
-    members: list[str] = field(default_factory=_default_members)  # registered model names and/or checkpoint paths
-    member_overrides: dict[str, Any] = field(default_factory=dict)  # per member name: its config keys, {ease: {l2: 500}}
-    member_max_epochs: int = 30  # Lightning members: epochs at most (early stopping on valid NDCG@10)
-    member_patience: int = 3  # Lightning members: epochs without gain before stopping
-    candidates: str = "union"  # union (of every member's top-M) | a member's name (its top-M only)
-    n_candidates: int = 200  # M: candidates per member
-    normalisation: str = "z"  # z (z-score over the candidates) | rank (reciprocal rank) for the linear blends
-    blend: str = "auto"  # auto | equal | rrf | lsq | ndcg | learned (blend.py)
-    blend_max_users: int = 20000  # valid users the blend is fitted on at most (a seeded sample)
-    rrf_k: float = 60.0  # reciprocal rank 1 / (rrf_k + rank)
-    combiner_hidden: int = 32  # learned blend: MLP width
-    combiner_epochs: int = 30
-    combiner_lr: float = 0.01
-    combiner_weight_decay: float = 0.0001
-    bandit_weight: float | None = None  # LinUCB head: null = its weight learned in the blend; 0 = no head; > 0 = added to the blend's z-score
-    bandit_alpha: float = 0.1  # LinUCB head: exploration (mean + alpha x confidence width)
-    bandit_dim: int = 16  # LinUCB head: arm feature dimensions (PCA of the members' embeddings / item factors)
-    bandit_lam: float = 1.0  # LinUCB head: ridge
-    popularity_penalty: float = 0.0  # rule: minus this x the z-score of log popularity
-    freshness: float = 0.0  # rule: plus this x the z-score of the item's first train timestamp (newer is higher)
-    diversity: float = 0.0  # MMR: 0 = relevance only, 1 = dissimilarity only
-    diversity_depth: int = 20  # MMR: greedy picks per user (the rest follow by their last marginal value)
-    diversity_features: str = "auto"  # auto (item features, else arms) | item_features | arms
-    filter_seen: bool = True  # the user's known items are never candidates
-
-    def check(self) -> "HybridConfig":
-        check_members(list(self.members), dict(self.member_overrides or {}))
-        names = [m for m in self.members if not is_checkpoint(m)]
-        if self.candidates != "union" and self.candidates not in names:
-            raise ConfigError(f"model.candidates={self.candidates!r} is not valid; choose union or a named member {names}")
-        check_choice(self.normalisation, NORMALISATIONS, "model.normalisation")
-        check_choice(self.blend, BLENDS, "model.blend")
-        check_choice(self.diversity_features, DIVERSITY_FEATURES, "model.diversity_features")
-        for key in ("n_candidates", "blend_max_users", "bandit_dim", "diversity_depth", "combiner_hidden", "combiner_epochs",
-                    "member_max_epochs"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"model.{key}={getattr(self, key)} must be at least 1")
-        if not 0.0 <= self.diversity <= 1.0:
-            raise ConfigError(f"model.diversity={self.diversity} must be within [0, 1]")
-        if self.bandit_lam <= 0 or self.bandit_alpha < 0 or (self.bandit_weight is not None and self.bandit_weight < 0):
-            raise ConfigError("model.bandit_lam must be > 0, model.bandit_alpha and model.bandit_weight >= 0")
-        return self
-
 
 class HybridRecommender(Recommender):
     """Members -> candidates -> blend -> LinUCB head + rules + MMR, scored chunk by chunk."""
@@ -270,7 +212,6 @@ class HybridRecommender(Recommender):
 
     def rerank(self, batch: CandidateFeatures, relevance: torch.Tensor) -> torch.Tensor:
         """Final candidate scores [B, C]: z(relevance) + head + rules, then MMR when diversity > 0."""
-        c = self.config
         with self.timer("re-ranking"):
             return self._rerank(batch, relevance)
 

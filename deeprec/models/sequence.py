@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 import torch
-from torch import nn
 
 from deeprec.errors import DataError
 from deeprec.models.features import SideFeatures

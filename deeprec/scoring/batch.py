@@ -31,7 +31,9 @@ from deeprec.atomic import atomic_write
 from deeprec.checkpoint import id_arrays, load_recommender, seen_matrix
 from deeprec.config import check_choice, resolve_device
 from deeprec.errors import ConfigError, DataError
-from deeprec.ranking import full_ranking_topk, topk_with_pads
+from deeprec.ranking import full_ranking_topk
+from deeprec.scoring.content import fallback_lists
+from deeprec.scoring.explain import check_explainable, explanations, list_array
 from deeprec.scoring.output import SCHEMA, PartFolder, SingleFile, file_sha256
 
 log = logging.getLogger("deeprec.score")
@@ -215,14 +217,6 @@ def run_fingerprint(cfg: ScoreConfig, n_targets: int) -> dict[str, Any]:
     }
 
 
-def list_array(values: np.ndarray, index: np.ndarray, pa_type) -> pa.Array:
-    """A list column: row r holds values[index[r, c]] for every c with index[r, c] >= 0 (index [R, t])."""
-    mask = index >= 0
-    offsets = np.concatenate([[0], np.cumsum(mask.sum(1))]).astype(np.int32)
-    flat = np.asarray(values, dtype=object)[index[mask]] if pa_type == pa.string() else np.asarray(values)[mask]
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa_type))
-
-
 def part_table(ids: np.ndarray, values: np.ndarray, items: np.ndarray, item_ids: np.ndarray,
                extra: dict[str, np.ndarray] | None = None) -> pa.Table:
     """Rows (user_id, rank 1.., item_id, score) of top-k lists: values/items [P, k]; -1 pads are dropped.
@@ -251,66 +245,6 @@ def part_table(ids: np.ndarray, values: np.ndarray, items: np.ndarray, item_ids:
                 columns[name] = pa.array(part.reshape(-1)[keep].astype(np.float32))
                 fields.append(pa.field(name, pa.float32()))
     return pa.table(columns, schema=pa.schema(fields))
-
-
-@torch.no_grad()
-def explanations(model, users: np.ndarray, items: np.ndarray, top: int, batch_size: int, device) -> dict[str, np.ndarray]:
-    """For users [P] and their lists items [P, k] (checkpoint item indices, -1 pads): "because" [P, k, top],
-    "because_weights" [P, k, top] (model.explain) and "contribution_<part>" [P, k] (model.contributions)."""
-    p, k = items.shape
-    because = np.full((p, k, top), -1, np.int64)
-    weights = np.zeros((p, k, top), np.float32)
-    parts: dict[str, np.ndarray] = {}
-    flat_users, flat_items = np.repeat(users, k), items.reshape(-1)
-    rows = np.flatnonzero(flat_items >= 0)
-    step = max(1, batch_size)
-    for start in range(0, len(rows), step):
-        chunk = rows[start : start + step]
-        u = torch.from_numpy(flat_users[chunk]).to(device)
-        j = torch.from_numpy(flat_items[chunk]).to(device)
-        given = model.explain(u, j, top)
-        if given is not None:
-            because.reshape(-1, top)[chunk] = given[0].cpu().numpy()
-            weights.reshape(-1, top)[chunk] = given[1].float().cpu().numpy()
-        split = model.contributions(u, j)
-        if split is not None:
-            names, values = split
-            for n, name in enumerate(names):
-                parts.setdefault(f"contribution_{name}", np.full(p * k, np.nan, np.float32))[chunk] = values[:, n].float().cpu().numpy()
-    return {"because": because, "because_weights": weights, **{n: v.reshape(p, k) for n, v in parts.items()}}
-
-
-def check_explainable(model, meta: dict) -> None:
-    """explain=true on a model that can say nothing (no explain, no contributions) is a one-line error."""
-    users = torch.zeros(1, dtype=torch.int64)
-    if model.explain(users, users, 1) is None and model.contributions(users, users) is None:
-        raise ConfigError(f"explain=true: model {meta['model']!r} cannot explain its recommendations "
-                          "(attention, hybrid, ease and itemknn can); use explain=false")
-
-
-def fallback_lists(cfg: ScoreConfig, meta: dict, targets: Targets, rows: np.ndarray, columns: np.ndarray | None,
-                   content) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(values [R, k], items [R, k], kind [R]) of the fallback for target rows `rows` (users without history)."""
-    from deeprec.scoring.content import encode_users, features_of
-
-    user_features, _ = features_of(meta, "user")
-    n_features = 0 if user_features is None else user_features.shape[1]
-    features = np.zeros((len(rows), n_features), np.float32)
-    has_row = np.zeros(len(rows), bool)
-    index = targets.index[rows]
-    known = index >= 0
-    if user_features is not None:
-        columns_names = list(meta.get("user_feature_columns", []))
-        flag = columns_names.index("has_features") if "has_features" in columns_names else None
-        features[known] = user_features[index[known]]
-        has_row[known] = True if flag is None else user_features[index[known], flag] > 0
-        if cfg.user_features and (~known).any():
-            encoded, found = encode_users(cfg.user_features, targets.ids[rows][~known], meta)
-            features[~known], has_row[~known] = encoded, found
-    scores, kind = content.scores(features if n_features else None, has_row)
-    scores = torch.from_numpy(scores if columns is None else scores[:, columns])
-    values, items = topk_with_pads(scores, cfg.k)  # users without history have no seen item to exclude
-    return values.numpy(), items.numpy(), kind
 
 
 def score_users(cfg: ScoreConfig) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import scipy.sparse as sp
 import torch
 
 from deeprec.data.features import HAS_FEATURES, apply_spec, combine, read_feature_table
+from deeprec.ranking import topk_with_pads
 
 
 def features_of(meta: dict, side: str) -> tuple[np.ndarray | None, list[str]]:
@@ -95,3 +96,26 @@ class ContentFallback:
                 out[rows] = (self.item_mean + z @ self.weights).astype(np.float32)
                 kind[rows] = "user_features"
         return out, kind
+
+
+def fallback_lists(cfg, meta: dict, targets, rows: np.ndarray, columns: np.ndarray | None,
+                   content) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values [R, k], items [R, k], kind [R]) of the fallback for target rows `rows` (users without history)."""
+    user_features, _ = features_of(meta, "user")
+    n_features = 0 if user_features is None else user_features.shape[1]
+    features = np.zeros((len(rows), n_features), np.float32)
+    has_row = np.zeros(len(rows), bool)
+    index = targets.index[rows]
+    known = index >= 0
+    if user_features is not None:
+        columns_names = list(meta.get("user_feature_columns", []))
+        flag = columns_names.index("has_features") if "has_features" in columns_names else None
+        features[known] = user_features[index[known]]
+        has_row[known] = True if flag is None else user_features[index[known], flag] > 0
+        if cfg.user_features and (~known).any():
+            encoded, found = encode_users(cfg.user_features, targets.ids[rows][~known], meta)
+            features[~known], has_row[~known] = encoded, found
+    scores, kind = content.scores(features if n_features else None, has_row)
+    scores = torch.from_numpy(scores if columns is None else scores[:, columns])
+    values, items = topk_with_pads(scores, cfg.k)  # users without history have no seen item to exclude
+    return values.numpy(), items.numpy(), kind
