@@ -31,7 +31,7 @@ class HybridConfig(ModelConfig):
     n_candidates: int = 200  # M: candidates per member
     normalisation: str = "z"  # z (z-score over the candidates) | rank (reciprocal rank) for the linear blends
     blend: str = "auto"  # auto | equal | rrf | lsq | ndcg | learned (blend.py)
-    blend_max_users: int = 20000  # valid users the blend is fitted on at most (a seeded sample)
+    blend_max_users: int = 5000  # valid users the blend is fitted on at most (a seeded sample; bounds its memory)
     rrf_k: float = 60.0  # reciprocal rank 1 / (rrf_k + rank)
     combiner_hidden: int = 32  # learned blend: MLP width
     combiner_epochs: int = 30

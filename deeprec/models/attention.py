@@ -39,7 +39,7 @@ class AttentionConfig(ModelConfig):
     max_len: int = 50  # history items a candidate attends over
     use_ids: bool = True  # id embeddings (false: content features only)
     use_features: bool = True  # projected data.item_features when the data has them
-    use_user_features: bool = True  # projected data.user_features added to the interest vector when the data has them
+    use_user_features: bool = False  # add projected data.user_features to the interest vector (opt-in: README, Side features)
     loss: str = "bce"  # bce (positive vs sampled negatives) | sampled_softmax
     n_negatives: int = 4  # sampled negatives per positive
     negative_sampler: str = "uniform"  # uniform | log_uniform (over popularity rank)

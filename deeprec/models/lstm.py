@@ -38,7 +38,7 @@ class LSTMConfig(ModelConfig):
     max_len: int = 50  # events of history the LSTM reads (training windows and scoring)
     window_stride: int = 25  # training windows overlap by max_len - window_stride events of context
     use_features: bool = True  # add a projection of data.item_features when the data has them
-    use_user_features: bool = True  # add a projection of data.user_features to the state the next item is matched against
+    use_user_features: bool = False  # add projected data.user_features to the state (opt-in: README, Side features)
     time_features: str = "bucket"  # none | log (continuous log gap) | bucket (embedded log2 bucket)
     time_unit_seconds: float = 60.0  # gap g -> log2(1 + g / unit)
     n_time_buckets: int = 16
