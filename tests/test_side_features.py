@@ -159,9 +159,9 @@ def test_deep_models_read_user_features_and_keep_them_in_checkpoints(name, tmp_p
 
     interactions, items, users = feature_table(tmp_path)
     data = load(InteractionsDataConfig(path=str(interactions), item_features=str(items), user_features=str(users)))
-    small = {"ncf": {"gmf_dim": 4, "mlp_dim": 4, "mlp_layers": [8]},  # ncf reads user features by default,
-             "lstm": {"embedding_dim": 8, "hidden_dim": 8, "use_user_features": True},  # the sequence models on request
-             "attention": {"embedding_dim": 8, "use_user_features": True}}[name]
+    small = {"ncf": {"gmf_dim": 4, "mlp_dim": 4, "mlp_layers": [8], "use_features": True},  # on request (opt-in)
+             "lstm": {"embedding_dim": 8, "hidden_dim": 8}, "attention": {"embedding_dim": 8}}[name]
+    small["use_user_features"] = True
     model = model_class(name)(data.n_users, data.n_items, seed=0, **small)
     model.fit(data, trainer=pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                                        enable_model_summary=False))

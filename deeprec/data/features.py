@@ -268,7 +268,9 @@ def item_factors(data, dim: int = 32, seed: int = 0) -> np.ndarray:
             _, s, v = torch.linalg.svd(x, full_matrices=False)
             s, v = s[:rank], v[:rank].T
         else:
-            x = torch.sparse_coo_tensor(np.vstack([train.row, train.col]), train.data.astype(np.float64), train.shape)
+            index = torch.from_numpy(np.vstack([train.row, train.col]).astype(np.int64))
+            x = torch.sparse_coo_tensor(index, torch.from_numpy(train.data.astype(np.float64)), train.shape,
+                                        check_invariants=False)
             _, s, v = torch.svd_lowrank(x, q=rank, niter=4)
     finally:
         torch.random.set_rng_state(generator_state)

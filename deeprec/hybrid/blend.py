@@ -15,8 +15,10 @@ Methods (`blend`):
   (combiner.py), early-stopped on held-out valid users.
 - single:<member>: one member alone (weight 1 on its z-score), which auto also tries, so a blend
   is only kept where it beats the best member on users it was not fitted on.
-- auto: each of the above fitted on 70 % of the valid users and compared on the other 30 % by
-  NDCG@10; the winner is refitted on all of them. Without a valid split: equal weights.
+- auto: each of the above scored by 3-fold cross-validation over the valid users (fitted on two
+  folds, NDCG@10 on the third); the best is refitted on all of them, and a blend is kept only when
+  it beats the best member alone on the held-out users by a one-sided paired Wilcoxon test at 0.05
+  (else that member alone). Without a valid split: equal weights.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ log = logging.getLogger("deeprec.hybrid")
 BLENDS = ("auto", "equal", "rrf", "lsq", "ndcg", "learned")
 NORMALISATIONS = ("z", "rank")
 LINEAR_CANDIDATES = ("equal", "rrf", "lsq", "ndcg")
+AUTO_FOLDS = 3  # auto: folds of the valid users (each method fitted on two, scored on the third)
+AUTO_SIGNIFICANCE = 0.05  # auto: a blend must beat the best member alone at this one-sided level
 
 
 # -- normalisation --------------------------------------------------------------------------------
@@ -106,13 +110,8 @@ def labels_of(batch: CandidateFeatures, truth: sp.csr_matrix) -> torch.Tensor:
 
 def ndcg_at(scores: torch.Tensor, batch: CandidateFeatures, truth: sp.csr_matrix, k: int = 10) -> float:
     """Mean NDCG@k (the shared definition) of ranking each user's candidates by scores [B, C]."""
-    masked = torch.where(batch.valid, scores, torch.full_like(scores, -float("inf")))
-    top = torch.topk(masked, min(k, scores.shape[1]), dim=1).indices
-    items = batch.candidates.gather(1, top)
-    items = torch.where(torch.isneginf(masked.gather(1, top)), -1, items)
-    if items.shape[1] < k:
-        items = torch.cat([items, items.new_full((items.shape[0], k - items.shape[1]), -1)], 1)
-    return float(per_user_metric(items, truth, "ndcg", k).mean())
+    values = ndcg_per_user(scores, batch, truth, k)
+    return float(values[np.diff(truth.indptr) > 0].mean()) if (np.diff(truth.indptr) > 0).any() else 0.0
 
 
 # -- blends ---------------------------------------------------------------------------------------
@@ -254,14 +253,47 @@ def fit_blend(method: str, batch: CandidateFeatures, truth: sp.csr_matrix, membe
         return fit(method, batch, labels, truth), {}
     if len(batch.users) < 10:  # too few valid users to compare methods: least squares
         return fit("lsq", batch, labels, truth), {}
-    fit_rows, held_rows = split_users(len(batch.users), 0.3, seed)
-    fit_part, held = subset(batch, fit_rows), subset(batch, held_rows)
-    fit_labels, fit_truth, held_truth = labels[torch.from_numpy(fit_rows)], truth[fit_rows], truth[held_rows]
-    trials = {}
-    for name in (*[f"single:{m}" for m in members], *LINEAR_CANDIDATES, "learned"):
-        blend = fit(name, fit_part, fit_labels, fit_truth)
-        trials[name] = ndcg_at(blend(held.features), held, held_truth)
-    winner = max(trials, key=lambda name: (trials[name], -list(trials).index(name)))  # ties: the earlier (simpler) one
-    log.info("hybrid blend on valid (NDCG@10 of held-out valid users): %s -> %s",
+    names = (*[f"single:{m}" for m in members], *LINEAR_CANDIDATES, "learned")
+    held_scores = {name: np.zeros(len(batch.users)) for name in names}  # each valid user's NDCG when held out
+    folds = np.random.default_rng(seed).permutation(len(batch.users)) % AUTO_FOLDS
+    for fold in range(AUTO_FOLDS):
+        fit_rows, held_rows = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+        fit_part, held = subset(batch, fit_rows), subset(batch, held_rows)
+        for name in names:
+            blend = fit(name, fit_part, labels[torch.from_numpy(fit_rows)], truth[fit_rows])
+            held_scores[name][held_rows] = ndcg_per_user(blend(held.features), held, truth[held_rows])
+    trials = {name: float(values.mean()) for name, values in held_scores.items()}
+    winner = max(trials, key=lambda name: (trials[name], -names.index(name)))  # ties: the earlier (simpler) one
+    best_single = max((n for n in names if n.startswith("single:")), key=lambda n: trials[n])
+    if not winner.startswith("single:"):
+        # a blend replaces the best member only when it is better on users it was not fitted on beyond noise
+        p = one_sided_paired(held_scores[winner], held_scores[best_single])
+        if p >= AUTO_SIGNIFICANCE:
+            log.info("hybrid blend: %s (%.4f) is not significantly above %s (%.4f) on held-out valid users (p = %.2g)",
+                     winner, trials[winner], best_single, trials[best_single], p)
+            winner = best_single
+    log.info("hybrid blend on valid (NDCG@10 of held-out valid users, %d folds): %s -> %s", AUTO_FOLDS,
              {k: round(v, 4) for k, v in trials.items()}, winner)
     return fit(winner, batch, labels, truth), trials
+
+
+def ndcg_per_user(scores: torch.Tensor, batch: CandidateFeatures, truth: sp.csr_matrix, k: int = 10) -> np.ndarray:
+    """NDCG@k [B] (the shared definition) of ranking each user's candidates by scores [B, C]."""
+    masked = torch.where(batch.valid, scores, torch.full_like(scores, -float("inf")))
+    top = torch.topk(masked, min(k, scores.shape[1]), dim=1).indices
+    items = torch.where(torch.isneginf(masked.gather(1, top)), -1, batch.candidates.gather(1, top))
+    if items.shape[1] < k:
+        items = torch.cat([items, items.new_full((items.shape[0], k - items.shape[1]), -1)], 1)
+    keep = np.diff(truth.indptr) > 0
+    out = np.zeros(len(keep))
+    out[keep] = per_user_metric(items[torch.from_numpy(keep)], truth[keep], "ndcg", k)
+    return out
+
+
+def one_sided_paired(a: np.ndarray, b: np.ndarray) -> float:
+    """p-value of a one-sided Wilcoxon signed-rank test that `a` beats `b` (paired per user)."""
+    from scipy.stats import wilcoxon
+
+    if np.allclose(a, b):
+        return 1.0
+    return float(wilcoxon(a, b, alternative="greater", zero_method="wilcox").pvalue)

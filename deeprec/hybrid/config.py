@@ -37,6 +37,7 @@ class HybridConfig(ModelConfig):
     combiner_epochs: int = 30
     combiner_lr: float = 0.01
     combiner_weight_decay: float = 0.0001
+    combiner_side_features: bool = False  # the learned blend also reads the item's and the user's features
     bandit_weight: float | None = None  # LinUCB head: null = its weight learned in the blend; 0 = no head; > 0 = added to the blend's z-score
     bandit_alpha: float = 0.1  # LinUCB head: exploration (mean + alpha x confidence width)
     bandit_dim: int = 16  # LinUCB head: arm feature dimensions (PCA of the members' embeddings / item factors)

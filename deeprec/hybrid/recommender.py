@@ -51,6 +51,8 @@ class HybridRecommender(Recommender):
         self.blend: Blend | None = None
         self.head: LinUCBHead | None = None
         self.popularity = torch.zeros(self.n_items)
+        self.item_side = torch.zeros(self.n_items, 0)  # combiner_side_features: standardised item / user features
+        self.user_side = torch.zeros(self.n_users, 0)
         self.first_seen = torch.zeros(self.n_items)
         self.diversity_vectors: torch.Tensor | None = None
         self.seen = sp.csr_matrix((self.n_users, self.n_items), dtype=np.float32)
@@ -74,7 +76,8 @@ class HybridRecommender(Recommender):
 
     def feature_names(self) -> list[str]:
         names = [f"{m}:{kind}" for m in self.member_names for kind in ("z", "rank")]
-        return names + (["head:z"] if self.head_blended else []) + ["popularity:z", "history"]
+        names += (["head:z"] if self.head_blended else []) + ["popularity:z", "history"]
+        return names + [f"item:{j}" for j in range(self.item_side.shape[1])] + [f"user:{j}" for j in range(self.user_side.shape[1])]
 
     def init_args(self) -> dict[str, Any]:
         return {**super().init_args(), "member_specs": [m.spec() for m in self.members]}
@@ -107,6 +110,12 @@ class HybridRecommender(Recommender):
             first = np.where(seen_items, (first - low) / max(high - low, 1e-9), 0.0)
         self.first_seen = torch.from_numpy(np.nan_to_num(first, nan=0.0).astype(np.float32))
         self.rating_scale = float(train["rating"].max()) if len(train) and train["rating"].max() > 0 else 1.0
+        if self.config.combiner_side_features:
+            from deeprec.models.features import standardised_values
+
+            for side, frame, rows in (("item_side", data.item_features, data.n_items), ("user_side", data.user_features, data.n_users)):
+                values = standardised_values(frame)
+                setattr(self, side, values if values is not None else torch.zeros(rows, 0))
 
     def _fit_head_arms(self, data) -> None:
         """Arm features of the head (members' embeddings or item factors) and the MMR item vectors."""
@@ -207,6 +216,12 @@ class HybridRecommender(Recommender):
         columns.append(rule_scores(candidates, valid, self.popularity))
         history = torch.from_numpy(np.log1p(np.diff(self.seen.indptr)[users.cpu().numpy()]).astype(np.float32))
         columns.append(history.to(self.device).unsqueeze(1).expand_as(valid).float())
+        for j in range(self.item_side.shape[1]):  # the learned blend's side inputs (zeros where unused)
+            column = self.item_side[:, j].to(self.device)
+            columns.append(column[index] if needed(len(columns)) else zeros)
+        for j in range(self.user_side.shape[1]):
+            column = self.user_side[:, j].to(self.device)
+            columns.append(column[users].unsqueeze(1).expand_as(valid) if needed(len(columns)) else zeros)
         features = torch.stack(columns, 2)
         return CandidateFeatures(users, candidates, valid, features, self.feature_names())
 
@@ -363,6 +378,7 @@ class HybridRecommender(Recommender):
     # -- persistence --------------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
         state = {**member_states(self.members), "popularity": self.popularity, "first_seen": self.first_seen,
+                 "item_side": self.item_side, "user_side": self.user_side,
                  "rating_scale": torch.tensor([self.rating_scale], dtype=torch.float64), **csr_to_tensors(self.seen, "seen")}
         if self.diversity_vectors is not None:
             state["diversity_vectors"] = self.diversity_vectors
@@ -379,6 +395,8 @@ class HybridRecommender(Recommender):
         load_member_states(self.members, state)
         self.popularity = state["popularity"].float()
         self.first_seen = state["first_seen"].float()
+        self.item_side = state.get("item_side", torch.zeros(len(self.popularity), 0)).float()
+        self.user_side = state.get("user_side", torch.zeros(self.n_users, 0)).float()
         self.rating_scale = float(state["rating_scale"][0])
         self.seen = tensors_to_csr(state, "seen")
         self.n_users, self.n_items = self.seen.shape

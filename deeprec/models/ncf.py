@@ -42,8 +42,8 @@ class NCFConfig(ModelConfig):
     loss: str = "bce"  # bce (pointwise) | bpr (pairwise, each positive vs each of its negatives)
     num_negatives: int = 4
     rating_weights: bool = False  # weight each positive's loss by rating / mean train rating
-    use_features: bool = True  # add projected data.item_features to the item embeddings when the data has them
-    use_user_features: bool = True  # add projected data.user_features to the user embeddings when the data has them
+    use_features: bool = False  # add projected data.item_features to the item embeddings (opt-in: README, Side features)
+    use_user_features: bool = False  # add projected data.user_features to the user embeddings (opt-in, likewise)
     pretrain: bool = False  # neumf only: initialise from a GMF and an MLP trained pretrain_epochs each
     pretrain_epochs: int = 5
     pretrain_alpha: float = 0.5  # NeuMF output = alpha * GMF output layer ++ (1 - alpha) * MLP's
