@@ -106,6 +106,16 @@ def _java_found() -> bool:
     return bool(shutil.which("java") or (home and (Path(home) / "bin" / "java").exists()))
 
 
+def _local_partitions(master: str) -> int:
+    """Shuffle partitions for local mode: 4 per core (Spark's 200 cost seconds of task overhead on small logs); 0 elsewhere."""
+    found = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\d+)?\])?", master.strip())
+    if not found:
+        return 0
+    threads = found.group(1)
+    cores = 1 if threads is None else (os.cpu_count() or 1) if threads == "*" else int(threads)
+    return 4 * max(1, cores)
+
+
 def spark_session(scfg: SparkConfig):
     """The active SparkSession (spark-submit, Databricks, a test's), else a new one from `scfg`."""
     try:
@@ -125,8 +135,9 @@ def spark_session(scfg: SparkConfig):
     if not submitted:
         builder = builder.master(scfg.master)
         settings["spark.driver.memory"] = scfg.driver_memory
-    if scfg.shuffle_partitions:
-        settings["spark.sql.shuffle.partitions"] = str(scfg.shuffle_partitions)
+    partitions = scfg.shuffle_partitions or _local_partitions(scfg.master if not submitted else "")
+    if partitions:
+        settings["spark.sql.shuffle.partitions"] = str(partitions)
     settings.update({str(k): str(v) for k, v in (scfg.conf or {}).items()})
     for key, value in settings.items():
         builder = builder.config(key, value)
@@ -645,10 +656,12 @@ def rate_events_spark(events: pd.DataFrame, cfg: RatingsConfig, source: str = "e
         file = scratch / "events.parquet"
         pq.write_table(table, file)
         result = rate_log_spark(file, cfg, source=source)
-        # in memory, as the pandas engine returns it: the rejects with the frame's own column types
-        rejects = result.rejects
-        types = {c: events[c].dtype for c in events.columns if c in rejects.columns}
-        result._tables["rejects"] = rejects.astype(types) if types else rejects
+        # in memory, as the pandas engine returns them: the rejected rows of the frame itself (their own values)
+        found = result.rejects
+        rejects = events.iloc[found.index.to_numpy()].copy()
+        rejects["reason"] = found["reason"].to_numpy()
+        rejects.index = found.index
+        result._tables["rejects"] = rejects
         return result
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
