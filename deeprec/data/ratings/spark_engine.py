@@ -83,7 +83,8 @@ BLANK = r"^[\t\n\x0B\f\r\x1C-\x20\x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u
 CSV_NULLS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
              "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null"]
 # internal column names (kept apart from the log's own columns)
-USER, TS, MID, COURSE, LESSON, REASON, FFFD = (f"__dr_{n}" for n in ("user", "ts", "mid", "course", "lesson", "reason", "fffd"))
+USER, TS, MID, COURSE, LESSON, REASON, FFFD, BUCKET = (
+    f"__dr_{n}" for n in ("user", "ts", "mid", "course", "lesson", "reason", "fffd", "bucket"))
 PART_BITS = 33  # monotonically_increasing_id = partition << 33 | row within the partition
 
 
@@ -205,6 +206,17 @@ def _parquet_nanos(file: str) -> bool:
     except (KeyError, OSError, pa.ArrowInvalid):
         return False
     return pa.types.is_timestamp(field_type) and field_type.unit == "ns"
+
+
+def _parquet_types(files: list[str], uri: bool) -> dict:
+    """The Arrow type of each column of a log of local Parquet files only, where every file agrees on it."""
+    if uri or any(Path(f).suffix.lower() not in (".parquet", ".pq") for f in files):
+        return {}
+    seen: dict = {}
+    for file in files:
+        for field in pq.read_schema(file):
+            seen.setdefault(field.name, set()).add(field.type)
+    return {name: next(iter(kinds)) for name, kinds in seen.items() if len(kinds) == 1}
 
 
 def _read_file(spark, file: str, local: bool):
@@ -438,23 +450,46 @@ def _with_rows(frame, mid: str, out: str, offsets):
     return frame.withColumn(out, row.cast("long")).drop("p", "offset")
 
 
-def _write_single(frame, scratch: Path, name: str) -> Path:
-    """Spark writes `frame` (already sorted) as Parquet parts; the driver streams them into one file."""
+BUCKET_ROWS = 4_000_000  # input rows per output bucket: Spark writes the sorted tables in buckets of about this
+
+
+def _write_sorted(frame, key: str, rows_in: int, scratch: Path, name: str, types: dict | None = None) -> Path:
+    """One Parquet file of `frame` sorted by `key` (a unique input row in [0, rows_in)).
+
+    Spark writes it in buckets of consecutive input rows (key * n // rows_in), each sorted within,
+    so no sampling job is needed for a range partitioning; the driver then streams the buckets in
+    order into one file, a row group at a time. types: Arrow types to restore by column (a Parquet
+    log's own, e.g. a timestamp's time zone).
+    """
+    from pyspark.sql import functions as F
+
+    n = max(1, -(-rows_in // BUCKET_ROWS))
     parts = scratch / f"{name}.parts"
-    frame.write.mode("overwrite").parquet(parts.as_uri() if not _is_uri(str(parts)) else str(parts))
-    files = sorted(parts.glob("part-*.parquet"))
-    out = scratch / f"{name}.parquet"
+    bucketed = frame.withColumn(BUCKET, F.floor(F.col(key) * n / rows_in).cast("int"))
+    # sorted by (bucket, key): the writer's own order by bucket is then met, no second (unstable) sort
+    (bucketed.repartition(n, BUCKET).sortWithinPartitions(BUCKET, key)
+     .write.partitionBy(BUCKET).mode("overwrite").parquet(str(parts)))
+    buckets = sorted(parts.glob(f"{BUCKET}=*"), key=lambda d: int(d.name.split("=", 1)[1]))
+    files = [f for d in buckets for f in sorted(d.glob("part-*.parquet"))]
     if files:
         schema = pa.schema(list(pq.read_schema(files[0])))
-    else:  # no part at all: the columns from Spark's schema
+    else:  # no row at all: the columns from Spark's schema
         from pyspark.sql.pandas.types import to_arrow_schema
 
-        schema = to_arrow_schema(frame.schema)
+        try:
+            schema = to_arrow_schema(frame.schema, timezone="UTC")
+        except TypeError:  # pyspark 3.5 has no timezone argument
+            schema = to_arrow_schema(frame.schema)
+    for column, type_ in (types or {}).items():
+        i = schema.get_field_index(column)
+        if i >= 0 and schema.field(i).type != type_:
+            schema = schema.set(i, pa.field(column, type_))
+    out = scratch / f"{name}.parquet"
     with pq.ParquetWriter(out, schema) as writer:
         writer.write_table(schema.empty_table())
         for file in files:
             for batch in pq.ParquetFile(file).iter_batches(batch_size=1 << 16):
-                writer.write_table(pa.Table.from_batches([batch]).cast(schema))
+                writer.write_table(pa.Table.from_batches([batch]).select(schema.names).cast(schema, safe=False))
     shutil.rmtree(parts)
     return out
 
@@ -561,7 +596,7 @@ def rate_log_spark(path: str | Path, cfg: RatingsConfig, source: str | None = No
                 F.col("first")[MID].alias("first_mid"),
             )
             durations = _with_rows(durations, "first_mid", "first_row", offsets).drop("first_mid")
-            durations_file = _write_single(durations.orderBy("first_row"), scratch, "lesson_durations")
+            durations_file = _write_sorted(durations, "first_row", rows_in, scratch, "lesson_durations")
 
             ratings, filtered = rate_pairs_spark(spark, durations, sessions_df=views.groupBy(USER).agg(
                 F.max("sessions").alias("sessions")), lessons_in=lessons_in, cfg=cfg)
@@ -569,7 +604,7 @@ def rate_log_spark(path: str | Path, cfg: RatingsConfig, source: str | None = No
             rejects = flagged.where(F.col(REASON).isNotNull())
             rejects = _with_rows(rejects, MID, ROW_ID, offsets)
             rejects = rejects.select(*[F.col(f"`{c}`") for c in originals], F.col(REASON).alias("reason"), ROW_ID)
-            rejects_file = _write_single(rejects.orderBy(ROW_ID), scratch, "rejects")
+            rejects_file = _write_sorted(rejects, ROW_ID, rows_in, scratch, "rejects", _parquet_types(files, uri))
 
         parts = [SimpleNamespace(events=int(users["n_events"].sum()), lesson_views=int((users["n_obs"] + users["n_imp"]).sum()))]
         summary = _summary(source, rows_in, parts, sessions, len(sums), filtered, ratings, reject_counts, cfg)
@@ -630,10 +665,11 @@ def rate_pairs_spark(spark, durations, sessions_df, lessons_in: pd.Series, cfg: 
             "user_id", "course_id", F.when(pct / t >= 1.0, F.lit(5.0)).otherwise(5.0 * f).alias("rating"),
             "pct_viewed", "lessons_viewed", "first_seen",
             F.when(F.row_number().over(by_time) - 1 < n_train, "train").otherwise("test").alias("split"), "first_row")
-        frame = rated.orderBy("user_id", "first_seen", "first_row").drop("first_row").toPandas()
+        frame = rated.toPandas()
     finally:
         pairs.unpersist()
     assert PENALTIES  # the pandas engine's table of penalties names the same five
+    frame = frame.sort_values(["user_id", "first_seen", "first_row"], kind="stable", ignore_index=True)  # the pandas engine's order
     ratings = pd.DataFrame({
         "user_id": frame["user_id"].astype(str).to_numpy(object), "course_id": frame["course_id"].astype(str).to_numpy(object),
         "rating": frame["rating"].to_numpy(np.float64), "pct_viewed": frame["pct_viewed"].to_numpy(np.float64),
@@ -659,7 +695,7 @@ def rate_events_spark(events: pd.DataFrame, cfg: RatingsConfig, source: str = "e
         # in memory, as the pandas engine returns them: the rejected rows of the frame itself (their own values)
         found = result.rejects
         rejects = events.iloc[found.index.to_numpy()].copy()
-        rejects["reason"] = found["reason"].to_numpy()
+        rejects["reason"] = np.asarray(found["reason"], dtype=str)  # as validate_events sets it
         rejects.index = found.index
         result._tables["rejects"] = rejects
         return result
