@@ -367,10 +367,5 @@ def test_custom_url_pattern_and_view_events(tmp_path):
 def test_epm_clickstream_equals_the_pandas_engine(shared_data):
     from test_ratings_epm import epm_log
 
-    from deeprec.data.adapters import epm
-
     a, b = both(epm_log(shared_data), min_courses=3, min_lesson_seconds=60)
     assert b.summary["rows_in"] > 100_000 and len(b.ratings) > 100
-    cfg = epm.EpmDataConfig()
-    spark_cfg = dataclasses.replace(cfg, ratings=dataclasses.replace(cfg.ratings, engine="spark"))
-    pd.testing.assert_frame_equal(epm.load(cfg).frame, epm.load(spark_cfg).frame, check_exact=False, rtol=0, atol=1e-6)
