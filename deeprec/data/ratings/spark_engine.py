@@ -83,8 +83,9 @@ BLANK = r"^[\t\n\x0B\f\r\x1C-\x20\x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u
 CSV_NULLS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
              "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null"]
 # internal column names (kept apart from the log's own columns)
-USER, TS, MID, COURSE, LESSON, REASON, FFFD, BUCKET = (
-    f"__dr_{n}" for n in ("user", "ts", "mid", "course", "lesson", "reason", "fffd", "bucket"))
+USER, TS, MID, COURSE, LESSON, REASON, FFFD, BUCKET, ISO_PARTS, URL_PATH, URL_COURSE, URL_LESSON = (
+    f"__dr_{n}" for n in ("user", "ts", "mid", "course", "lesson", "reason", "fffd", "bucket", "iso", "path", "url_course",
+                          "url_lesson"))
 PART_BITS = 33  # monotonically_increasing_id = partition << 33 | row within the partition
 
 
@@ -274,19 +275,28 @@ def _numbers_to_us(x, unit: str):
     return F.when(~F.isnan(us) & (F.abs(us) < 9e18), F.bround(us, 0).cast("long"))
 
 
-def _iso_to_us(text):
-    """ISO-8601 text -> int64 µs (offset honoured, naive = UTC, fraction truncated to µs), null if invalid."""
+def iso_parts(text):
+    """[groups] of the ISO-8601 grammar as text ("" for a group that took no part), null when `text`
+    is not ISO-8601 (one regexp_replace per row; materialise it as a column: _iso_to_us reads it often)."""
     from pyspark.sql import functions as F
 
-    replaced = F.regexp_replace(text, ISO, MARK + "|".join("${%s}" % n for n in ISO_GROUPS))
-    parts = F.split(F.substring(replaced, 2, 1 << 20), r"\|")
+    replaced = F.regexp_replace(text, ISO, MARK + "|" + "|".join("${%s}" % n for n in ISO_GROUPS))
+    parts = F.split(replaced, r"\|")
+    return F.when(F.element_at(parts, 1) == MARK, F.slice(parts, 2, len(ISO_GROUPS)))
+
+
+def _iso_to_us(parts):
+    """ISO-8601 parts (iso_parts) -> int64 µs (offset honoured, naive = UTC, fraction truncated to µs), null if invalid."""
+    from pyspark.sql import functions as F
+
     part = {n: F.element_at(parts, i + 1) for i, n in enumerate(ISO_GROUPS)}
 
     def joined(*names):  # the one alternative that matched (the others are empty)
         return F.concat(*[part[n] for n in names])
 
     def num(*names, default=0):
-        return F.coalesce(F.when(joined(*names) != "", joined(*names).cast("long")), F.lit(default).cast("long"))
+        value = joined(*names)
+        return F.coalesce(F.when(value != "", value.cast("long")), F.lit(default).cast("long"))
 
     year = part["Y"].cast("long")
     compact = part["sep"] == ""
@@ -315,11 +325,14 @@ def _iso_to_us(text):
     offset = F.when(sign == "-", -1).otherwise(1) * (off_h * 60 + off_m)
     minutes = (days * 24 + hour) * 60 + minute - F.when(sign != "", offset).otherwise(0)
     us = minutes.cast("long") * 60_000_000 + second * 1_000_000 + F.coalesce(frac_us, F.lit(0).cast("long"))
-    return F.when(F.substring(replaced, 1, 1) == MARK, F.when(valid, us))
+    return F.when(parts.isNotNull() & valid, us)
 
 
-def timestamp_us(column, dtype, unit: str, nanos: bool):
-    """SPEC 1.1 timestamps of any Spark type as int64 epoch µs (null where the pandas engine has BAD_TS)."""
+def timestamp_us(column, dtype, unit: str, nanos: bool, parts=None):
+    """SPEC 1.1 timestamps of any Spark type as int64 epoch µs (null where the pandas engine has BAD_TS).
+
+    parts: the column of iso_parts(text) for text timestamps (see with_iso_parts).
+    """
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -332,7 +345,16 @@ def timestamp_us(column, dtype, unit: str, nanos: bool):
     if isinstance(dtype, T.NumericType):
         return _numbers_to_us(column.cast("double"), unit)
     text = column.cast("string")
-    return F.when(text.rlike(NUMBER), _numbers_to_us(text.cast("double"), unit)).otherwise(_iso_to_us(text))
+    return F.when(text.rlike(NUMBER), _numbers_to_us(text.cast("double"), unit)).otherwise(_iso_to_us(parts))
+
+
+def with_iso_parts(frame, column: str, name: str):
+    """`frame` plus `name`: iso_parts of its text `column` where that is not a number, in a projection of its own
+    (Spark does not merge it into the next one, which reads it many times)."""
+    from pyspark.sql import functions as F
+
+    text = F.col(f"`{column}`").cast("string")
+    return frame.withColumn(name, F.when(~text.rlike(NUMBER), iso_parts(text)))
 
 
 def _text(column, dtype):
@@ -353,17 +375,26 @@ def parse_events(log, cfg: RatingsConfig, flags: dict):
     """Every row with its user (text), µs timestamp, lesson view location (course, lesson or null) and
     reject reason (missing_user, bad_timestamp; duplicates come from flag_duplicates)."""
     from pyspark.sql import functions as F
+    from pyspark.sql import types as T
 
     cols = set(log.columns)
     types = dict((f.name, f.dataType) for f in log.schema.fields)
     text = lambda c: _text(F.col(f"`{c}`"), types[c])  # noqa: E731
-    user = text("user_id")
-    ts = timestamp_us(F.col("`timestamp`"), types["timestamp"], cfg.timestamp_unit, flags["nanos"])
-    course = lesson = F.lit(None).cast("string")
+    originals = list(log.columns)
+    # expensive per-row parts in projections of their own, each computed once per row
+    log = with_iso_parts(log, "timestamp", ISO_PARTS) if isinstance(types["timestamp"], T.StringType) else log
     if "url" in cols:
         pattern, gc, gl = java_url_pattern(cfg.url_pattern)
         path = F.regexp_replace(text("url"), URL_PREFIX, "")
-        url_course, url_lesson = F.regexp_extract(path, pattern, gc), F.regexp_extract(path, pattern, gl)
+        log = log.withColumn(URL_PATH, path)
+        log = log.select("*", F.regexp_extract(URL_PATH, pattern, gc).alias(URL_COURSE),
+                         F.regexp_extract(URL_PATH, pattern, gl).alias(URL_LESSON))
+    user = text("user_id")
+    parts = F.col(ISO_PARTS) if ISO_PARTS in log.columns else None
+    ts = timestamp_us(F.col("`timestamp`"), types["timestamp"], cfg.timestamp_unit, flags["nanos"], parts)
+    course = lesson = F.lit(None).cast("string")
+    if "url" in cols:
+        url_course, url_lesson = F.col(URL_COURSE), F.col(URL_LESSON)
         found = F.coalesce((url_course != "") & (url_lesson != ""), F.lit(False))
         course, lesson = F.when(found, url_course), F.when(found, url_lesson)
     if {"course_id", "lesson_id"} <= cols:
@@ -377,11 +408,11 @@ def parse_events(log, cfg: RatingsConfig, flags: dict):
     reason = F.when(missing, "missing_user").when(ts.isNull(), "bad_timestamp")
     extra = []
     if flags["csv"]:  # invalid UTF-8 bytes read as U+FFFD: checked against the pandas reader afterwards
-        extra = [F.greatest(*[F.coalesce(F.instr(F.col(f"`{c}`"), "\ufffd"), F.lit(0)) for c in log.columns if c != MID],
+        extra = [F.greatest(*[F.coalesce(F.instr(F.col(f"`{c}`"), "\ufffd"), F.lit(0)) for c in originals if c != MID],
                             F.lit(0)) > 0]
         extra = [extra[0].alias(FFFD)]
-    return log.select("*", user.alias(USER), ts.alias(TS), course.alias(COURSE), lesson.alias(LESSON),
-                      reason.alias(REASON), *extra)
+    return log.select(*[F.col(f"`{c}`") for c in originals], user.alias(USER), ts.alias(TS), course.alias(COURSE),
+                      lesson.alias(LESSON), reason.alias(REASON), *extra)
 
 
 def flag_duplicates(events, originals: list[str]):
