@@ -66,5 +66,9 @@ def spark():
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("ERROR")
+    import logging
+
+    # py4j logs its shutdown at INFO; after pytest has closed the streams a handler the CLI tests left would fail on it
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     yield session
     session.stop()
