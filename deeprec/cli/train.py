@@ -41,7 +41,14 @@ class EvalConfig:
     ks: list[int] = field(default_factory=lambda: [5, 10, 20])  # cut-offs of every metric
     batch_size: int = 1024  # users scored at once
     monitor: str = "ndcg@10"  # valid/<monitor> drives checkpoints and early stopping
-    patience: int = 5  # epochs without improvement before early stopping (0: off)
+    patience: int = 10  # epochs without an improvement of more than min_delta before early stopping (0: off)
+    min_delta: float = 0.0001  # the smallest rise of valid/<monitor> that counts as an improvement
+
+
+@dataclass
+class CheckpointConfig:
+    every_n_epochs: int = 0  # write last.ckpt + best.ckpt every N epochs (0: not by count)
+    every_seconds: float = 120.0  # ... and when this long has passed since the last write (0: not by time)
 
 
 @dataclass
@@ -53,6 +60,7 @@ class RunConfig:
     device: str | None = None  # cpu | cuda | cuda:N | auto; null: cuda when the trainer asks for a GPU
     resume: bool = False
     eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
 def validate_run(cfg: DictConfig) -> None:
@@ -61,8 +69,11 @@ def validate_run(cfg: DictConfig) -> None:
     run = validate_section({k: v for k, v in plain(cfg).items() if k in keys}, RunConfig, "config")
     if not run.eval.ks or min(run.eval.ks) < 1:
         raise ConfigError(f"eval.ks={run.eval.ks} must list cut-offs of at least 1")
-    if run.eval.batch_size < 1 or run.eval.patience < 0:
-        raise ConfigError(f"eval.batch_size={run.eval.batch_size} must be >= 1 and eval.patience={run.eval.patience} >= 0")
+    if run.eval.batch_size < 1 or run.eval.patience < 0 or run.eval.min_delta < 0:
+        raise ConfigError(f"eval.batch_size={run.eval.batch_size} must be >= 1, eval.patience={run.eval.patience} >= 0 "
+                          f"and eval.min_delta={run.eval.min_delta} >= 0")
+    if run.checkpoint.every_n_epochs < 0 or run.checkpoint.every_seconds < 0:
+        raise ConfigError("checkpoint.every_n_epochs and checkpoint.every_seconds must not be negative")
     if run.eval.monitor.split("@")[0] not in ("precision", "recall", "f1", "hit", "ndcg", "map", "mrr", "coverage"):
         raise ConfigError(f"eval.monitor={run.eval.monitor!r} is not a metric@k such as ndcg@10")
     validate_section(cfg.trainer, TrainerConfig, "trainer")
@@ -96,65 +107,57 @@ def write_id_maps(data, run_dir: Path) -> None:
 
 
 def make_trainer(cfg: DictConfig, data, run_dir: Path, logger):
-    """A Lightning Trainer with the shared evaluation callback, checkpoints and early stopping."""
+    """A Lightning Trainer with the shared evaluation callback, early stopping on valid/<monitor>
+    (patience, min_delta) and deeprec's checkpoints (best weights in memory, few disk writes)."""
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+    from pytorch_lightning.callbacks import EarlyStopping
 
+    from deeprec.checkpointing import RunCheckpoints
     from deeprec.evaluation.callbacks import FullRankingEvaluation
 
     tcfg = validate_section(cfg.trainer, TrainerConfig, "trainer")
-    monitor = f"valid/{cfg.eval.monitor}"
-    has_valid = (data.frame["split"] == "valid").any()
-    callbacks = [
-        FullRankingEvaluation(data, ks=cfg.eval.ks, batch_size=cfg.eval.batch_size),
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="best",
-            monitor=monitor if has_valid else None,
-            mode="max",
-            save_top_k=1,
-            enable_version_counter=False,
-        ),
-        # Lightning's save_last only rewrites last.ckpt together with a new best; resume needs
-        # the latest epoch, so a second unmonitored checkpoint overwrites it every epoch.
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="last",
-            monitor=None,
-            save_top_k=1,
-            every_n_epochs=1,
-            enable_version_counter=False,
-        ),
-    ]
-    if has_valid and cfg.eval.patience:
-        callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=cfg.eval.patience))
+    evaluation = FullRankingEvaluation(data, ks=cfg.eval.ks, batch_size=cfg.eval.batch_size)
+    monitor = f"valid/{cfg.eval.monitor}" if evaluation.active else None
+    callbacks = [evaluation]
+    if monitor is not None and cfg.eval.patience:
+        callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=cfg.eval.patience, min_delta=cfg.eval.min_delta))
+    checkpoints = cfg.get("checkpoint") or {}
+    callbacks.append(RunCheckpoints(run_dir / "checkpoints", monitor, every_n_epochs=checkpoints.get("every_n_epochs", 0),
+                                    every_seconds=checkpoints.get("every_seconds", 120.0)))
     kwargs = {k: v for k, v in vars(tcfg).items() if v is not None}
     return pl.Trainer(
         default_root_dir=str(run_dir),
         logger=logger,
         callbacks=callbacks,
+        enable_checkpointing=False,  # RunCheckpoints writes best.ckpt and last.ckpt
         num_sanity_val_steps=0,
         enable_model_summary=False,
         **kwargs,
-    )
+    ), monitor
 
 
 def fit_model(cfg: DictConfig, data, run_dir: Path, logger):
     """Build and fit cfg.model on data; returns the best model (a Trainer's is reloaded from its checkpoint)."""
-    from deeprec.checkpoint import load_recommender, save_checkpoint
+    from deeprec.checkpoint import save_checkpoint
 
     model = build_model(cfg.model, data, seed=cfg.seed)
     device = run_device(cfg)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     if model.uses_trainer:  # the Trainer places the model on its devices itself
-        trainer = make_trainer(cfg, data, run_dir, logger)
+        trainer, model.monitor = make_trainer(cfg, data, run_dir, logger)
         resume_from = str(last) if cfg.resume and last.exists() else None
         if resume_from is not None:
             check_resume_matches(last, model)
-        model.fit(data, trainer=trainer, ckpt_path=resume_from)
-        best = ckpt_dir / "best.ckpt"
-        model, _ = load_recommender(best if best.exists() else last)
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        from deeprec.errors import TrainingInterrupted
+
+        try:
+            model.fit(data, trainer=trainer, ckpt_path=resume_from)  # leaves fit with the best weights
+        except SIGTERMException:
+            raise TrainingInterrupted(f"stopped by SIGTERM; {last} holds the last finished epoch: continue with resume=true") from None
+        model.cpu()
     else:
         model.to(device).fit(data)
         save_checkpoint(model, data, last)
