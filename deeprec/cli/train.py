@@ -15,7 +15,7 @@ from pathlib import Path
 import hydra
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from deeprec.atomic import write_json_atomic, write_parquet_atomic, write_text_atomic
 from deeprec.cli.common import (
@@ -59,6 +59,8 @@ class RunConfig:
     seed: int = 0
     device: str | None = None  # cpu | cuda | cuda:N | auto; null: cuda when the trainer asks for a GPU
     resume: bool = False
+    tune: int = 0  # Optuna trials on the valid split before the run (deeprec.tuning)
+    tune_timeout: float | None = None  # seconds of tuning
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
@@ -106,7 +108,7 @@ def write_id_maps(data, run_dir: Path) -> None:
         write_parquet_atomic(pd.DataFrame({"index": range(len(ids)), "id": [str(i) for i in ids]}), out / f"{kind}.parquet")
 
 
-def make_trainer(cfg: DictConfig, data, run_dir: Path, logger):
+def make_trainer(cfg: DictConfig, data, run_dir: Path, logger, extra_callbacks=()):
     """A Lightning Trainer with the shared evaluation callback, early stopping on valid/<monitor>
     (patience, min_delta) and deeprec's checkpoints (best weights in memory, few disk writes)."""
     import pytorch_lightning as pl
@@ -118,7 +120,7 @@ def make_trainer(cfg: DictConfig, data, run_dir: Path, logger):
     tcfg = validate_section(cfg.trainer, TrainerConfig, "trainer")
     evaluation = FullRankingEvaluation(data, ks=cfg.eval.ks, batch_size=cfg.eval.batch_size)
     monitor = f"valid/{cfg.eval.monitor}" if evaluation.active else None
-    callbacks = [evaluation]
+    callbacks = [evaluation, *extra_callbacks]
     if monitor is not None and cfg.eval.patience:
         callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=cfg.eval.patience, min_delta=cfg.eval.min_delta))
     checkpoints = cfg.get("checkpoint") or {}
@@ -136,7 +138,7 @@ def make_trainer(cfg: DictConfig, data, run_dir: Path, logger):
     ), monitor
 
 
-def fit_model(cfg: DictConfig, data, run_dir: Path, logger):
+def fit_model(cfg: DictConfig, data, run_dir: Path, logger, callbacks=()):
     """Build and fit cfg.model on data; returns the best model (a Trainer's is reloaded from its checkpoint)."""
     from deeprec.checkpoint import save_checkpoint
 
@@ -145,7 +147,7 @@ def fit_model(cfg: DictConfig, data, run_dir: Path, logger):
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     if model.uses_trainer:  # the Trainer places the model on its devices itself
-        trainer, model.monitor = make_trainer(cfg, data, run_dir, logger)
+        trainer, model.monitor = make_trainer(cfg, data, run_dir, logger, callbacks)
         resume_from = str(last) if cfg.resume and last.exists() else None
         if resume_from is not None:
             check_resume_matches(last, model)
@@ -192,8 +194,11 @@ def clear_previous_run(run_dir: Path) -> None:
     shutil.rmtree(events, ignore_errors=True)
 
 
-def run_training(cfg: DictConfig, data=None) -> TrainResult:
-    """The whole job; writes checkpoints, TensorBoard events and metrics.json into cfg.run_dir."""
+def run_training(cfg: DictConfig, data=None, callbacks=(), test: bool = True) -> TrainResult:
+    """The whole job; writes checkpoints, TensorBoard events and metrics.json into cfg.run_dir.
+
+    `callbacks`: extra Lightning callbacks (a tuning trial's pruner); test=false (a tuning trial)
+    evaluates the valid split only, so nothing chosen from it has seen the test split."""
     import pytorch_lightning as pl
     import torch
     from pytorch_lightning.loggers import TensorBoardLogger
@@ -213,7 +218,7 @@ def run_training(cfg: DictConfig, data=None) -> TrainResult:
     if data is None:
         data = load_data(data_cfg)
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
-    model = fit_model(cfg, data, run_dir, logger)
+    model = fit_model(cfg, data, run_dir, logger, callbacks)
     if rank_zero_only.rank != 0:
         # DDP worker processes end after fit: rank 0 alone evaluates and writes the run's files
         # (two ranks writing id_maps/ through the same temporary name made one of them crash).
@@ -222,6 +227,10 @@ def run_training(cfg: DictConfig, data=None) -> TrainResult:
     valid = {}
     if (data.frame["split"] == "valid").any():
         valid = evaluate_recommender(model, data, "valid", ks=cfg.eval.ks, batch_size=cfg.eval.batch_size)
+    if not test:
+        write_json_atomic(valid, run_dir / "valid_metrics.json")
+        logger.finalize("success")
+        return TrainResult({}, valid, model, data, np.zeros(0, np.int64), torch.zeros(0, 0, dtype=torch.int64))
     metrics, test_users, test_topk = evaluate_recommender(
         model, data, "test", ks=cfg.eval.ks, batch_size=cfg.eval.batch_size, return_topk=True
     )
@@ -248,8 +257,22 @@ def run_training(cfg: DictConfig, data=None) -> TrainResult:
 @hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
 @report_user_errors("deeprec-train")
 def main(cfg: DictConfig) -> float:
-    """Returns the validation metric (cfg.eval.monitor) so Optuna sweeps optimise on valid, not test."""
-    result = run_training(cfg)
+    """Returns the validation metric (cfg.eval.monitor) so Optuna sweeps optimise on valid, not test.
+    With tune=N, N trials on the valid split choose the model's values first (recorded in
+    run_dir/tuning/<model>.json and in config.yaml)."""
+    if cfg.get("tune"):
+        from deeprec.tuning import tune_model
+
+        validate_run(cfg)
+        model_kwargs(cfg.model)
+        run_dir = ensure_writable_dir(cfg.run_dir)
+        data = load_data(data_config(cfg.data))
+        chosen = tune_model(cfg, cfg.model.name, cfg.model, data, int(cfg.tune), cfg.get("tune_timeout"), run_dir)
+        with open_dict(cfg):
+            cfg.model = OmegaConf.merge(cfg.model, chosen)
+        result = run_training(cfg, data=data)
+    else:
+        result = run_training(cfg)
     return float(result.valid_metrics.get(cfg.eval.monitor, float("nan")))
 
 
