@@ -33,7 +33,7 @@ class LSTMConfig(DeepModelConfig):
     embedding_dim: int = 64
     hidden_dim: int = 64
     num_layers: int = 1
-    dropout: float = 0.1
+    dropout: float = 0.5
     max_len: int = 50  # events of history the LSTM reads (training windows and scoring)
     window_stride: int = 0  # training windows step back by this many events (0: max_len, disjoint windows)
     use_features: bool = True  # add a projection of data.item_features when the data has them
@@ -44,7 +44,7 @@ class LSTMConfig(DeepModelConfig):
     loss: str = "full"  # full softmax | sampled softmax (large catalogues)
     n_negatives: int = 256  # shared sampled-softmax negatives per batch
     negative_sampler: str = "log_uniform"  # log_uniform over popularity rank | uniform
-    lr: float = 0.003
+    lr: float = 0.001
     batch_size: int = 128
 
     def check(self) -> "LSTMConfig":

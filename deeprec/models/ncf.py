@@ -36,8 +36,8 @@ class NCFConfig(DeepModelConfig):
     mlp_layers: list[int] = field(default_factory=lambda: [64, 32, 16])  # hidden widths, ReLU
     dropout: float = 0.0  # on every MLP hidden layer
     batch_size: int = 1024  # positives per batch (each with num_negatives negatives)
-    loss: str = "bce"  # bce (pointwise) | bpr (pairwise, each positive vs each of its negatives)
-    num_negatives: int = 4
+    loss: str = "bpr"  # bce (pointwise) | bpr (pairwise, each positive vs each of its negatives)
+    num_negatives: int = 8
     pretrain: bool = False  # neumf only: initialise from a GMF and an MLP trained pretrain_epochs each
     pretrain_epochs: int = 5
     pretrain_alpha: float = 0.5  # NeuMF output = alpha * GMF output layer ++ (1 - alpha) * MLP's
