@@ -65,18 +65,23 @@ class RandomScores:
         pass
 
 
-@pytest.fixture(scope="module")
-def chain():
+def fitted_on_chain(cls, params, epochs=25):
+    """(data, the cycle in index space, a model of `cls` fitted `epochs` epochs) on the planted chain."""
     frame, cycle = chain_frame()
     data = from_frame(frame, "planted-chain")
     # from_frame sorts ids as strings: map the cycle into index space.
     index_of = {int(i): k for k, i in enumerate(data.item_ids)}
     cycle_idx = np.array([index_of[int(i)] for i in cycle])
     pl.seed_everything(0, verbose=False)
-    model = LSTMRecommender(data.n_users, data.n_items, seed=0, **SMALL)
-    model.fit(data, trainer=quiet_trainer(25))
+    model = cls(data.n_users, data.n_items, seed=0, **params)
+    model.fit(data, trainer=quiet_trainer(epochs))
     model.eval()
     return data, cycle_idx, model
+
+
+@pytest.fixture(scope="module")
+def chain():
+    return fitted_on_chain(LSTMRecommender, SMALL)
 
 
 def test_learns_the_planted_chain_far_better_than_pop_and_random(chain):

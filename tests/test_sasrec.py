@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
 
 from deeprec.baselines.pop import Popularity
-from deeprec.data.interactions import from_frame
 from deeprec.errors import ConfigError
 from deeprec.evaluation.evaluator import evaluate_recommender
 from deeprec.models.sasrec import SASRec
-from test_lstm import chain_frame, quiet_trainer, successor
+from test_lstm import fitted_on_chain, successor
 
 SMALL = dict(embedding_dim=32, num_blocks=1, num_heads=2, dropout=0.0, max_len=8, lr=0.01, batch_size=64)
 
@@ -21,15 +19,7 @@ SMALL = dict(embedding_dim=32, num_blocks=1, num_heads=2, dropout=0.0, max_len=8
 @pytest.fixture(scope="module")
 def chain():
     torch.set_num_threads(1)
-    frame, cycle = chain_frame()
-    data = from_frame(frame, "planted-chain")
-    index_of = {int(i): k for k, i in enumerate(data.item_ids)}
-    cycle_idx = np.array([index_of[int(i)] for i in cycle])
-    pl.seed_everything(0, verbose=False)
-    model = SASRec(data.n_users, data.n_items, seed=0, **SMALL)
-    model.fit(data, trainer=quiet_trainer(25))
-    model.eval()
-    return data, cycle_idx, model
+    return fitted_on_chain(SASRec, SMALL)
 
 
 def test_learns_the_planted_chain_far_better_than_pop(chain):
