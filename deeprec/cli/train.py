@@ -108,6 +108,11 @@ def write_id_maps(data, run_dir: Path) -> None:
         write_parquet_atomic(pd.DataFrame({"index": range(len(ids)), "id": [str(i) for i in ids]}), out / f"{kind}.parquet")
 
 
+def monitored_metric(cfg: DictConfig, data) -> str | None:
+    """valid/<eval.monitor>, or None when the valid split has no user (nothing to monitor)."""
+    return f"valid/{cfg.eval.monitor}" if data.truth("valid").nnz else None
+
+
 def make_trainer(cfg: DictConfig, data, run_dir: Path, logger, extra_callbacks=()):
     """A Lightning Trainer with the shared evaluation callback, early stopping on valid/<monitor>
     (patience, min_delta) and deeprec's checkpoints (best weights in memory, few disk writes)."""
@@ -118,9 +123,8 @@ def make_trainer(cfg: DictConfig, data, run_dir: Path, logger, extra_callbacks=(
     from deeprec.evaluation.callbacks import FullRankingEvaluation
 
     tcfg = validate_section(cfg.trainer, TrainerConfig, "trainer")
-    evaluation = FullRankingEvaluation(data, ks=cfg.eval.ks, batch_size=cfg.eval.batch_size)
-    monitor = f"valid/{cfg.eval.monitor}" if evaluation.active else None
-    callbacks = [evaluation, *extra_callbacks]
+    monitor = monitored_metric(cfg, data)
+    callbacks = [FullRankingEvaluation(data, ks=cfg.eval.ks, batch_size=cfg.eval.batch_size), *extra_callbacks]
     if monitor is not None and cfg.eval.patience:
         callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=cfg.eval.patience, min_delta=cfg.eval.min_delta))
     checkpoints = cfg.get("checkpoint") or {}
@@ -135,7 +139,7 @@ def make_trainer(cfg: DictConfig, data, run_dir: Path, logger, extra_callbacks=(
         num_sanity_val_steps=0,
         enable_model_summary=False,
         **kwargs,
-    ), monitor
+    )
 
 
 def fit_model(cfg: DictConfig, data, run_dir: Path, logger, callbacks=()):
@@ -147,7 +151,8 @@ def fit_model(cfg: DictConfig, data, run_dir: Path, logger, callbacks=()):
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     if model.uses_trainer:  # the Trainer places the model on its devices itself
-        trainer, model.monitor = make_trainer(cfg, data, run_dir, logger, callbacks)
+        trainer = make_trainer(cfg, data, run_dir, logger, callbacks)
+        model.monitor = monitored_metric(cfg, data)  # what a plateau schedule follows
         resume_from = str(last) if cfg.resume and last.exists() else None
         if resume_from is not None:
             check_resume_matches(last, model)
