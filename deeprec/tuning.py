@@ -106,8 +106,9 @@ def tune_model(cfg: DictConfig, name: str, section: DictConfig, data, n_trials: 
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
-    study.enqueue_trial({k: v for k, v in OmegaConf.to_container(section).items() if k in space
-                         and not isinstance(v, (list, dict))}, skip_if_exists=True)  # the untuned config first
+    untuned = {k: json.dumps(v) if isinstance(v, (list, dict)) else v  # categorical lists travel as JSON text
+               for k, v in OmegaConf.to_container(section).items() if k in space}
+    study.enqueue_trial(untuned, skip_if_exists=True)  # the untuned config is the first trial
     started = time.monotonic()
 
     def objective(trial) -> float:
