@@ -1,6 +1,7 @@
 """The one ranking primitive: mask the items a user must not get, take the top k, pad with -1, in
 chunks of users. Evaluation, batch scoring, the attention ranker's explanations and the LinUCB head
 all rank through it; memory is bounded by a chunk's [batch, n_items] scores, never users x items.
+ranking_keys adds an explicit order among equal scores where a protocol fixes one (SPEC 1.11).
 """
 
 from __future__ import annotations
@@ -71,3 +72,38 @@ def full_ranking_topk(
     if not all_items:
         return torch.zeros(0, k), torch.zeros(0, k, dtype=torch.int64)
     return torch.cat(all_values), torch.cat(all_items)
+
+
+def ranking_keys(scores: torch.Tensor, tie_rank: torch.Tensor) -> torch.Tensor:
+    """keys: [B, I] int64, distinct within a row, ordered as (score as float32, then lower tie_rank).
+
+    The float32 bit pattern, with the bits of negative numbers flipped, is an integer in the order of
+    the values; shifting it left and adding the tie order makes one exact key, so a partial top-k
+    (torch.topk) replaces a full stable sort.
+    """
+    bits = (scores.float() + 0.0).view(torch.int32).to(torch.int64)  # + 0.0 turns -0.0 into 0.0
+    ordered = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
+    n_items = scores.shape[1]
+    return ordered * n_items + (n_items - 1 - tie_rank.to(torch.int64))[None, :]
+
+
+#: orders among equal scores: a seeded random item order, the item index, or descending popularity
+TIE_ORDERS = ("random", "index", "popularity")
+
+
+def random_item_rank(n_items: int, seed: int) -> np.ndarray:
+    """[I] a seeded random priority per item for ties (its own stream [seed, 1], independent of other draws)."""
+    return np.random.default_rng([seed, 1]).permutation(n_items).astype(np.int64)
+
+
+def tie_ranks(mode: str, train: sp.csr_matrix, random_rank: np.ndarray) -> torch.Tensor:
+    """[I] int64 priority of each item among equal scores (0 first) by a TIE_ORDERS mode; train: CSR
+    [U, I] for the popularity, random_rank [I]: the random order (random_item_rank)."""
+    if mode == "random":
+        return torch.from_numpy(random_rank)
+    if mode == "index":
+        return torch.arange(train.shape[1])
+    popularity = np.asarray(train.sum(axis=0)).ravel()
+    rank = np.empty(len(popularity), np.int64)
+    rank[np.argsort(-popularity, kind="stable")] = np.arange(len(popularity))
+    return torch.from_numpy(rank)

@@ -189,7 +189,7 @@ class LinUCBRecommender(Recommender):
         self.n_users, self.n_items = data.n_users, data.n_items
         rows = behaviour_rows(data, ("train",))
         x = self._arm_features(data, rows)
-        self.arm_features = torch.from_numpy(x)
+        self.arm_features = torch.from_numpy(np.array(x, dtype=np.float64))
         if self.config.features == "video_stats":
             self.dif = torch.from_numpy(x[:, VIDEO_FEATURES.index("dif")].copy())
         elif self.config.alpha_mode == "personalised":

@@ -61,6 +61,24 @@ def cosine_neighbours(
     )
 
 
+def item_similarity(
+    ratings: sp.csr_matrix, neighbours: int, min_similarity: float, shrink: float = 0.0, chunk_size: int = 1024
+) -> sp.csr_matrix:
+    """sim: CSR [I, I], row i = item i's `neighbours` largest cosine similarities to the other items
+    over the users' ratings [U, I], those below min_similarity set to 0 (SPEC 1.11)."""
+    return cosine_neighbours(ratings.T.tocsr(), neighbours, min_similarity, shrink, chunk_size)
+
+
+def itemknn_scores(ratings: sp.csr_matrix, n_known: np.ndarray, similarity: sp.csr_matrix) -> np.ndarray:
+    """score: [U, I] float32 = sum_{i in known(u)} sim(i, j) r_ui / |known(u)| (SPEC 1.11), dense, on CPU.
+
+    n_known [U] counts every known item, rated 0 or not: ItemKNN's normalization=count divides by the
+    nonzero ratings instead, the same ranking (a per-user factor) but not the SPEC's score.
+    """
+    scores = np.asarray((ratings @ similarity).todense(), dtype=np.float32)
+    return scores / np.maximum(n_known, 1).astype(np.float32)[:, None]
+
+
 def divide_where_positive(scores: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """scores / weight where weight > 0, else 0 (weight broadcasts against scores [B, I])."""
     return torch.where(weight > 0, scores / weight.clamp(min=1e-12), 0.0)
@@ -118,9 +136,8 @@ class ItemKNN(NeighbourhoodRecommender):
     def fit(self, data, trainer=None, ckpt_path=None) -> "ItemKNN":
         self.n_users, self.n_items = data.n_users, data.n_items
         self.history = self.history_matrix(data, "train")
-        sim = cosine_neighbours(
-            self.history.T.tocsr(), self.config.neighbours, self.config.min_similarity, self.config.shrink, self.config.chunk_size
-        )
+        c = self.config
+        sim = item_similarity(self.history, c.neighbours, c.min_similarity, c.shrink, c.chunk_size)
         self.similarity = sim if self.config.prune == "source" else sim.T.tocsr()
         self._tensors()
         return self

@@ -25,7 +25,7 @@ from deeprec.recommender import ModelConfig
 class ALSConfig(ModelConfig):
     name: str = "mf"
     factors: int = 64
-    regularization: float = 50.0  # reg in the loss above (best on valid: synthetic, coursera; 10 on ml-latest-small)
+    regularization: float = 50.0  # reg in the loss above (TUNING.md: the best on valid for synthetic and coursera)
     alpha: float = 1.0  # confidence c_ui = 1 + alpha r_ui
     iterations: int = 15  # each one solves all users, then all items
     binary: bool = False  # r_ui = 1 for every interaction instead of the rating

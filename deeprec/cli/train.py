@@ -31,18 +31,9 @@ from deeprec.cli.common import (
     run_device,
 )
 from deeprec.config import validate_section
-from deeprec.errors import ConfigError
+from deeprec.evaluation.config import EvalConfig
 
 log = logging.getLogger("deeprec.train")
-
-
-@dataclass
-class EvalConfig:
-    ks: list[int] = field(default_factory=lambda: [5, 10, 20])  # cut-offs of every metric
-    batch_size: int = 1024  # users scored at once
-    monitor: str = "ndcg@10"  # valid/<monitor> drives checkpoints and early stopping
-    patience: int = 10  # epochs without an improvement of more than min_delta before early stopping (0: off)
-    min_delta: float = 0.0001  # the smallest rise of valid/<monitor> that counts as an improvement
 
 
 @dataclass
@@ -69,15 +60,9 @@ def validate_run(cfg: DictConfig) -> None:
     """Fail fast, in one line, on a bad seed / resume / eval value or a bad trainer section."""
     keys = {f.name for f in dataclasses.fields(RunConfig)}
     run = validate_section({k: v for k, v in plain(cfg).items() if k in keys}, RunConfig, "config")
-    if not run.eval.ks or min(run.eval.ks) < 1:
-        raise ConfigError(f"eval.ks={run.eval.ks} must list cut-offs of at least 1")
-    if run.eval.batch_size < 1 or run.eval.patience < 0 or run.eval.min_delta < 0:
-        raise ConfigError(f"eval.batch_size={run.eval.batch_size} must be >= 1, eval.patience={run.eval.patience} >= 0 "
-                          f"and eval.min_delta={run.eval.min_delta} >= 0")
+    run.eval.check()
     if run.checkpoint.every_n_epochs < 0 or run.checkpoint.every_seconds < 0:
         raise ConfigError("checkpoint.every_n_epochs and checkpoint.every_seconds must not be negative")
-    if run.eval.monitor.split("@")[0] not in ("precision", "recall", "f1", "hit", "ndcg", "map", "mrr", "coverage"):
-        raise ConfigError(f"eval.monitor={run.eval.monitor!r} is not a metric@k such as ndcg@10")
     validate_section(cfg.trainer, TrainerConfig, "trainer")
     run_device(cfg)
 

@@ -106,7 +106,7 @@ def popularity_ranking(data, splits="train") -> tuple[np.ndarray, np.ndarray]:
 
 def standardised_features(data, use_features: bool) -> torch.Tensor | None:
     """data.item_features as z-scores [I, F] float32 (constant columns become 0), or None."""
-    frame = getattr(data, "item_features", None)
+    frame = data.item_features
     if not use_features or frame is None or frame.shape[1] == 0:
         return None
     values = frame.to_numpy(np.float32)

@@ -23,11 +23,11 @@ import pyarrow as pa
 import scipy.sparse as sp
 import torch
 
+from deeprec.atomic import atomic_write
 from deeprec.checkpoint import id_arrays, load_recommender, seen_matrix
 from deeprec.config import check_choice, resolve_device
 from deeprec.errors import ConfigError, DataError
 from deeprec.ranking import full_ranking_topk
-from deeprec.atomic import atomic_write
 from deeprec.scoring.output import SCHEMA, PartFolder, SingleFile, file_sha256
 
 log = logging.getLogger("deeprec.score")
