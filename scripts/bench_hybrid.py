@@ -15,7 +15,7 @@ re-ranking (head UCB, rules, MMR) and the ordering of the other items.
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import time
 from pathlib import Path
 
@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args()
 
+    from deeprec.atomic import write_json_atomic, write_text_atomic
     from deeprec.hybrid.recommender import HybridRecommender
 
     t = time.perf_counter()
@@ -103,13 +104,15 @@ def main() -> None:
         "members": members, "threads": torch.get_num_threads(), "generate_s": generate_s, "fit_s": fit_s,
         "scored_users": len(users), "members_alone_s": per_member, "members_alone_total_s": members_s,
         "members_alone_users_per_s": len(users) / members_s, "hybrid": runs,
+        "load_average_1min": os.getloadavg()[0], "cpu_cores": os.cpu_count(),
         "command": "python scripts/bench_hybrid.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
     }
     out = REPO / "bench_results"
     out.mkdir(exist_ok=True)
-    (out / "hybrid_bench.json").write_text(json.dumps(result, indent=2))
+    write_json_atomic(result, out / "hybrid_bench.json")
     lines = [f"{result['size']}; members {', '.join(members)}; {len(users):,} users scored (top-{args.k}, batch {args.batch}), "
-             f"{result['threads']} threads; fit {fit_s:.0f} s", "",
+             f"{result['threads']} threads; fit {fit_s:.0f} s; load average {result['load_average_1min']:.1f} on "
+             f"{result['cpu_cores']} cores at the end", "",
              "| scoring | users/s | first stage s | blend s | re-ranking s | other items s | re-ranking ÷ first stage |",
              "|---|---:|---:|---:|---:|---:|---:|",
              f"| members alone ({' + '.join(f'{n} {s:.1f} s' for n, s in per_member.items())}) | {len(users) / members_s:,.0f} | | | | | |"]
@@ -118,7 +121,7 @@ def main() -> None:
         lines.append(f"| hybrid, {label} | {run['users_per_s']:,.0f} | {st.get('first stage', 0):.1f} | {st.get('blend', 0):.1f} | "
                      f"{st.get('re-ranking', 0):.1f} | {st.get('other items', 0):.1f} | "
                      f"{st.get('re-ranking', 0) / max(st.get('first stage', 1e-9), 1e-9):.2f} |")
-    (out / "hybrid_bench.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(out / "hybrid_bench.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

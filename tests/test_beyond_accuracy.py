@@ -108,3 +108,38 @@ def test_compare_leaderboard_has_diversity_and_segments(tmp_path):
     assert table.loc["hybrid", "vs_single"] in ("pop", "itemknn")
     text = (tmp_path / "cmp" / "leaderboard.md").read_text()
     assert "ndcg@10 per user segment" in text and "hybrid vs the best single model" in text
+
+
+def test_across_seeds_tests_the_hybrid_against_the_best_single_model_in_every_seed():
+    """The across-seed leaderboard compares an ensemble with the single model of the best mean over
+    seeds (a deep model here, not only baselines), by scipy's paired Wilcoxon x the Bonferroni factor."""
+    from scipy.stats import wilcoxon
+
+    from deeprec.evaluation.report import across_seeds, across_seeds_markdown
+
+    rng = np.random.default_rng(3)
+    per_seed, tables = {}, {}
+    for seed in (1, 2, 3):
+        base = rng.random(400) * 0.5
+        values = {
+            "ease": base,
+            "lstm": base + 0.05 + rng.normal(0, 0.01, 400),  # the best single model in every seed
+            "pop": base - 0.2,
+            "hybrid": base + 0.05 + (0.1 if seed != 2 else 0.0) + rng.normal(0, 0.01, 400),  # ties lstm in seed 2
+        }
+        per_seed[seed] = {m: {"ndcg@10": v} for m, v in values.items()}
+        tables[seed] = pd.DataFrame({"ndcg@10": {m: v.mean() for m, v in values.items()},
+                                     "coverage@10": {m: 0.1 * seed for m in values}})
+    summary = across_seeds(per_seed, tables, ("ease", "pop"), "ndcg@10", ensembles=("hybrid",))
+    assert summary.loc["hybrid", "vs_single"] == "lstm"
+    assert summary.loc["hybrid", "single_verdict"] == "not consistent"  # not significant in seed 2
+    expected = max(min(1.0, 3 * wilcoxon(per_seed[s]["hybrid"]["ndcg@10"], per_seed[s]["lstm"]["ndcg@10"]).pvalue)
+                   for s in (1, 2, 3))
+    assert summary.loc["hybrid", "single_max_p_bonferroni"] == pytest.approx(expected)
+    assert summary.loc["ease", "coverage@10"] == pytest.approx(0.2)  # beside: the mean over seeds
+    assert "hybrid vs the best single model over seeds (lstm)" in across_seeds_markdown(summary, "ndcg@10", "t")
+
+    for seed in (1, 2, 3):  # better in every seed once seed 2 has its margin too
+        per_seed[seed]["hybrid"]["ndcg@10"] = per_seed[seed]["lstm"]["ndcg@10"] + 0.1 + rng.normal(0, 0.01, 400)
+    summary = across_seeds(per_seed, tables, ("ease", "pop"), "ndcg@10", ensembles=("hybrid",))
+    assert summary.loc["hybrid", "single_verdict"] == "better"
