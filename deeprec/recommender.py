@@ -31,6 +31,10 @@ class Recommender(ABC):
         self.device = torch.device("cpu")
 
     # -- training ------------------------------------------------------------------------------
+    def check_data(self, data: "InteractionData") -> None:
+        """Raise DataError / ConfigError when `data` cannot train this model (what fit would need:
+        features, memory, non-zero ratings); cheap, called before any model is trained."""
+
     @abstractmethod
     def fit(self, data: "InteractionData", trainer=None) -> "Recommender":
         """Learn from data's train split (valid for early stopping); `trainer` for Lightning models."""

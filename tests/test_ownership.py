@@ -49,9 +49,11 @@ def argv(command: str, out: Path, inputs: dict[str, Path], *extra: str) -> list[
     return [*base, f"{KEYS[command]}={out}", *extra]
 
 
-def snapshot(folder: Path) -> dict[str, bytes | None]:
-    """Every entry under `folder` (hidden ones included): file bytes, or None for a folder."""
-    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+def snapshot(folder: Path, marker: bool = True) -> dict[str, bytes | None]:
+    """Every entry under `folder` (hidden ones included): file bytes, or None for a folder.
+    marker=False leaves out deeprec's own .deeprec/ (its lock file names the last run)."""
+    entries = sorted(p for p in folder.rglob("*") if marker or ".deeprec" not in p.relative_to(folder).parts)
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in entries}
 
 
 def plant_foreign_files(folder: Path) -> None:
@@ -202,7 +204,7 @@ def test_an_output_of_another_command_is_refused(inputs, tmp_path, monkeypatch, 
     before = snapshot(run_dir)
     code, err = run_cli(MODULES["score"], argv("score", run_dir, inputs), monkeypatch, capsys)
     one_line_error(code, err, f"output={run_dir}", "deeprec-train")
-    assert snapshot(run_dir) == before
+    assert snapshot(run_dir) == before  # refused before anything, the marker included
 
 
 # -- resume ------------------------------------------------------------------------------------------
@@ -218,10 +220,10 @@ def test_resume_with_other_data_is_refused(inputs, tmp_path, monkeypatch, capsys
     table.assign(timestamp=table["timestamp"].to_numpy()[::-1]).to_csv(other, index=False)
     base = ["data=interactions", *NCF_TINY, f"run_dir={run_dir}"]
     assert run_cli(MODULES["train"], [*base, f"data.path={inputs['table']}"], monkeypatch, capsys)[0] == 0
-    before = snapshot(run_dir)
+    before = snapshot(run_dir, marker=False)
     code, err = run_cli(MODULES["train"], [*base, f"data.path={other}", "resume=true"], monkeypatch, capsys)
     one_line_error(code, err, "resume=true", "other data")
-    assert snapshot(run_dir) == before
+    assert snapshot(run_dir, marker=False) == before
     code, err = run_cli(MODULES["train"], [*base, f"data.path={inputs['table']}", "resume=true", "seed=7"],
                         monkeypatch, capsys)
     one_line_error(code, err, "resume=true", "seed")

@@ -80,7 +80,9 @@ def read_feature_table(path: str, item_ids: np.ndarray) -> np.ndarray:
     file = Path(path)
     if not file.is_file():
         raise DataError(f"model.feature_path={path} does not exist; give a Parquet/CSV table item_id + numeric columns")
-    table = pd.read_parquet(file) if file.suffix.lower() == ".parquet" else pd.read_csv(file, sep=None, engine="python")
+    from deeprec.data.tables import read_table
+
+    table = read_table(file, dtype={"item_id": str})
     if "item_id" not in table.columns:
         raise DataError(f"{path}: required column 'item_id' is missing (columns: {list(table.columns)})")
     numeric = table.drop(columns=["item_id"]).select_dtypes("number")

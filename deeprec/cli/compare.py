@@ -12,7 +12,9 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from deeprec.cli.common import CONFIG_PATH, data_config, ensure_writable_dir, load_data, model_kwargs, report_user_errors
+from pathlib import Path
+
+from deeprec.cli.common import CONFIG_PATH, build_model, data_config, load_data, model_kwargs, report_user_errors
 from deeprec.errors import ConfigError
 
 log = logging.getLogger("deeprec.compare")
@@ -53,16 +55,32 @@ def per_user_values(topk, truth, ks) -> dict[str, np.ndarray]:
     return {f"{m}@{k}": per_user_metric(topk, truth, m, k) for k in ks for m in PER_USER}
 
 
+LEADERBOARD_FILES = ("leaderboard.csv", "leaderboard.md", "leaderboard.png")
+
+
 def compare(cfg: DictConfig) -> "pd.DataFrame":  # noqa: F821
-    from deeprec.atomic import write_text_atomic
-    from deeprec.cli.train import run_training
-    from deeprec.evaluation.report import leaderboard, plot, to_markdown
-    from deeprec.registry import BASELINES
+    """Check every model against the data, then train them one by one; the leaderboard of the models
+    that finished is written even when a later one fails (the failure is re-raised after it)."""
+    from deeprec.cli.train import run_inputs
+    from deeprec.data.intake import IntakeConfig, report_data
+    from deeprec.outputs import claim_output
 
     sections = validated_model_sections(cfg)
     data_cfg = data_config(cfg.data)
-    out_dir = ensure_writable_dir(cfg.out_dir)
-    data = load_data(data_cfg)
+    inputs = [path for section in sections.values() for path in run_inputs(cfg.data, section)]
+    with claim_output(cfg.out_dir, "deeprec-compare", key="out_dir", inputs=inputs) as out:
+        data = load_data(data_cfg)
+        report_data(data, IntakeConfig(bool(cfg.get("strict", False)), float(cfg.get("max_reject_share", 0.5))))
+        for name in cfg.models:  # a model the data cannot train fails here, before any training
+            build_model(sections[name], data, seed=cfg.seed).check_data(data)
+        out.remove_owned(names=LEADERBOARD_FILES)
+        out.own(LEADERBOARD_FILES)
+        return train_and_rank(cfg, sections, data, out.path)
+
+
+def train_and_rank(cfg: DictConfig, sections: dict[str, DictConfig], data, out_dir: Path) -> "pd.DataFrame":  # noqa: F821
+    from deeprec.cli.train import run_training
+
     per_user, set_metrics = {}, {}
     for name in cfg.models:
         run_cfg = copy.deepcopy(cfg)
@@ -70,16 +88,37 @@ def compare(cfg: DictConfig) -> "pd.DataFrame":  # noqa: F821
             run_cfg.model = sections[name]
             run_cfg.run_dir = str(out_dir / name)
         log.info("training %s on %s", name, data.name)
-        result = run_training(run_cfg, data=data)
+        try:
+            result = run_training(run_cfg, data=data)
+        except BaseException as exc:
+            if per_user:
+                write_leaderboard(cfg, data, per_user, set_metrics, out_dir, failed=(name, exc))
+            raise
         truth = data.truth("test")[result.test_users]
         per_user[name] = per_user_values(result.test_topk, truth, cfg.eval.ks)
         set_metrics[name] = {k: v for k, v in result.metrics.items() if k.split("@")[0] not in PER_USER}
+    table = write_leaderboard(cfg, data, per_user, set_metrics, out_dir)
+    print((out_dir / "leaderboard.md").read_text())
+    return table
+
+
+def write_leaderboard(cfg, data, per_user, set_metrics, out_dir: Path, failed=None) -> "pd.DataFrame":  # noqa: F821
+    """leaderboard.{csv,md,png} of the models in per_user; `failed` = (model, exception) notes the one that stopped."""
+    from deeprec.atomic import write_text_atomic
+    from deeprec.evaluation.report import leaderboard, plot, to_markdown
+    from deeprec.registry import BASELINES
+
     table = leaderboard(per_user, set_metrics, BASELINES, cfg.report.test_metric)
     title = f"{data.name}: {data.n_users} users, {data.n_items} items, seed {cfg.seed}"
+    markdown = to_markdown(table, cfg.report.metrics, cfg.report.test_metric, title)
+    if failed is not None:
+        name, exc = failed
+        markdown += (f"\n\n**Incomplete:** {name} failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                     f"the models after it in models={list(cfg.models)} did not run.\n")
+        log.warning("WARNING: %s failed; the leaderboard in %s has the %d models that finished", name, out_dir, len(per_user))
     write_text_atomic(out_dir / "leaderboard.csv", table.to_csv())
-    write_text_atomic(out_dir / "leaderboard.md", to_markdown(table, cfg.report.metrics, cfg.report.test_metric, title))
+    write_text_atomic(out_dir / "leaderboard.md", markdown)
     plot(table, cfg.report.plot_metrics, out_dir / "leaderboard.png", title)
-    print((out_dir / "leaderboard.md").read_text())
     return table
 
 

@@ -23,13 +23,13 @@ from deeprec.cli.common import (
     TrainerConfig,
     build_model,
     data_config,
-    ensure_writable_dir,
     load_data,
     model_kwargs,
     plain,
     report_user_errors,
 )
 from deeprec.config import validate_section
+from deeprec.data.intake import IntakeConfig, report_data, report_evaluated
 from deeprec.errors import ConfigError
 
 log = logging.getLogger("deeprec.train")
@@ -50,6 +50,8 @@ class RunConfig:
     run_dir: str = "runs/run"
     seed: int = 0
     resume: bool = False
+    strict: bool = False  # more than max_reject_share of the rows rejected is an error, not a warning
+    max_reject_share: float = 0.5
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
@@ -61,9 +63,16 @@ def validate_run(cfg: DictConfig) -> None:
         raise ConfigError(f"eval.ks={run.eval.ks} must list cut-offs of at least 1")
     if run.eval.batch_size < 1 or run.eval.patience < 0:
         raise ConfigError(f"eval.batch_size={run.eval.batch_size} must be >= 1 and eval.patience={run.eval.patience} >= 0")
-    if run.eval.monitor.split("@")[0] not in ("precision", "recall", "f1", "hit", "ndcg", "map", "mrr", "coverage"):
+    metric, _, k = run.eval.monitor.partition("@")
+    if metric not in ("precision", "recall", "f1", "hit", "ndcg", "map", "mrr", "coverage") or not k.isdigit():
         raise ConfigError(f"eval.monitor={run.eval.monitor!r} is not a metric@k such as ndcg@10")
-    validate_section(cfg.trainer, TrainerConfig, "trainer")
+    if int(k) not in run.eval.ks:
+        raise ConfigError(f"eval.monitor={run.eval.monitor}: {k} is not one of eval.ks={run.eval.ks}; "
+                          f"monitor one of them or add {k} to eval.ks")
+    IntakeConfig(run.strict, run.max_reject_share).check()
+    trainer = validate_section(cfg.trainer, TrainerConfig, "trainer")
+    if trainer.max_epochs == 0 or trainer.max_epochs < -1:
+        raise ConfigError(f"trainer.max_epochs={trainer.max_epochs} trains nothing; give 1 or more (-1: until early stopping)")
 
 
 def check_resume_matches(last: Path, model) -> None:
@@ -141,6 +150,7 @@ def fit_model(cfg: DictConfig, data, run_dir: Path, logger):
     from deeprec.checkpoint import load_recommender, save_checkpoint
 
     model = build_model(cfg.model, data, seed=cfg.seed)
+    model.check_data(data)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     if getattr(model, "uses_trainer", False):
@@ -153,9 +163,24 @@ def fit_model(cfg: DictConfig, data, run_dir: Path, logger):
         model, _ = load_recommender(best if best.exists() else last)
     else:
         model.fit(data)
-        save_checkpoint(model, data, last)
         save_checkpoint(model, data, ckpt_dir / "best.ckpt")
+        link_atomic(ckpt_dir / "best.ckpt", last)  # fitted once: best and last are the same file
     return model
+
+
+def link_atomic(source: Path, target: Path) -> None:
+    """`target` becomes a hard link to `source` (renamed into place; a copy where links are not possible)."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
 
 
 @dataclass
@@ -170,44 +195,98 @@ class TrainResult:
     test_topk: "torch.Tensor"  # noqa: F821  [U_test, max(ks)] item indices
 
 
-RUN_OUTPUTS = ("checkpoints/best.ckpt", "checkpoints/last.ckpt", "metrics.json", "valid_metrics.json", "rejects.parquet")
+# every file a run writes: by name, or by a name pattern (TensorBoard's files; the autoencoder's projector)
+RUN_FILES = ("config.yaml", "metrics.json", "valid_metrics.json", "rejects.parquet", "checkpoints/best.ckpt",
+             "checkpoints/last.ckpt", "id_maps/users.parquet", "id_maps/items.parquet", "embeddings/users.parquet",
+             "embeddings/items.parquet", "tensorboard/hparams.yaml", "tensorboard/projector_config.pbtxt")
+RUN_PATTERNS = ("tensorboard/[0-9][0-9][0-9][0-9][0-9]/*_embeddings/*",)
 
 
-def clear_previous_run(run_dir: Path) -> None:
-    """A fresh run (resume=false) replaces what an earlier run left in run_dir, so that its
-    TensorBoard events, checkpoints and metrics never mix with the new ones. Nothing else is touched."""
-    stale = [run_dir / name for name in RUN_OUTPUTS if (run_dir / name).exists()]
-    events = run_dir / "tensorboard"  # deeprec's own folder: events, hparams, projector steps
-    if stale or events.exists():
-        log.info("resume=false: replacing the earlier run's outputs in %s", run_dir)
-    for path in stale:
-        path.unlink()
-    shutil.rmtree(events, ignore_errors=True)
+def run_inputs(data: DictConfig, model: DictConfig) -> list:
+    """The files a run of `model` on `data` reads (an output may not hold them or lie inside them)."""
+    ratings = data.get("ratings") or {}
+    return [data.get("path"), ratings.get("catalogue"), model.get("feature_path")]
+
+
+def data_fingerprint(data) -> str:
+    """SHA-256 of what a model learns from: the ids, and every row's user, item, rating, time and split."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for ids in (data.user_ids, data.item_ids):
+        digest.update("\x1f".join(map(str, ids)).encode("utf-8", "surrogatepass") + b"\x1e")
+    frame = data.frame
+    for column in ("user", "item", "rating", "timestamp"):
+        digest.update(np.ascontiguousarray(frame[column].to_numpy()).tobytes())
+    digest.update("".join(frame["split"].astype(str).str[0]).encode())
+    return digest.hexdigest()
+
+
+def check_resume(out, cfg: DictConfig, fingerprint: dict) -> None:
+    """resume=true continues only the run that has the same data, model settings and seed."""
+    from deeprec.errors import CheckpointError
+
+    saved = out.fingerprint("train")
+    if saved is None:
+        return
+    if saved.get("data") != fingerprint["data"]:
+        raise CheckpointError(f"resume=true: run_dir={cfg.run_dir} was trained on other data; "
+                              "use another run_dir or resume=false")
+    differ = sorted(k for k in ("model", "seed") if saved.get(k) != fingerprint[k])
+    if differ:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} then, {fingerprint[k]!r} now" for k in differ)
+        raise CheckpointError(f"resume=true: run_dir={cfg.run_dir} was trained with other settings ({detail}); "
+                              "use another run_dir or resume=false")
 
 
 def run_training(cfg: DictConfig, data=None) -> TrainResult:
-    """The whole job; writes checkpoints, TensorBoard events and metrics.json into cfg.run_dir."""
-    import pytorch_lightning as pl
-    import torch
-    from pytorch_lightning.loggers import TensorBoardLogger
+    """The whole job; writes checkpoints, TensorBoard events and metrics.json into cfg.run_dir, a
+    folder deeprec owns (deeprec.outputs): a fresh run replaces only what deeprec wrote there."""
     from pytorch_lightning.utilities import rank_zero_only
 
-    from deeprec.evaluation.evaluator import evaluate_recommender
+    from deeprec.outputs import claim_output
 
     validate_run(cfg)
     model_kwargs(cfg.model)  # a bad model or data key fails here, before run_dir is touched
     data_cfg = data_config(cfg.data) if data is None else None
-    run_dir = ensure_writable_dir(cfg.run_dir)
-    if rank_zero_only.rank == 0:
-        if not cfg.resume:
-            clear_previous_run(run_dir)
-        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if rank_zero_only.rank != 0:  # DDP workers: rank 0 holds run_dir and writes its files
+        return train_into(None, cfg, data, data_cfg)
+    with claim_output(cfg.run_dir, "deeprec-train", key="run_dir", inputs=run_inputs(cfg.data, cfg.model)) as out:
+        return train_into(out, cfg, data, data_cfg)
+
+
+def train_into(out, cfg: DictConfig, data, data_cfg) -> TrainResult:
+    """run_training's work in the claimed run_dir `out` (None on DDP worker ranks)."""
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from deeprec.evaluation.evaluator import evaluate_recommender
+    from deeprec.outputs import event_file_pattern
+
+    run_dir = Path(cfg.run_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if data is None:
         data = load_data(data_cfg)
+        report_data(data, IntakeConfig(bool(cfg.get("strict", False)), float(cfg.get("max_reject_share", 0.5))))
+    if out is not None:  # the data is read and checked: now the earlier run's files may go
+        fingerprint = {"data": data_fingerprint(data), "model": plain(cfg.model), "seed": int(cfg.seed)}
+        if cfg.resume:
+            check_resume(out, cfg, fingerprint)
+            if not (run_dir / "checkpoints" / "last.ckpt").exists():
+                log.info("resume=true: nothing to resume in %s (no checkpoints/last.ckpt); training from the start", run_dir)
+        else:
+            gone = out.remove_owned()
+            if gone:
+                log.info("resume=false: replacing the earlier run's %d files in %s", len(gone), run_dir)
+        out.remove_temporaries(RUN_FILES)
+        out.own(RUN_FILES, [*RUN_PATTERNS, event_file_pattern("tensorboard")])
+        out.make_folders("checkpoints", "id_maps", "tensorboard")
+        out.set_fingerprint("train", fingerprint)
+        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
     model = fit_model(cfg, data, run_dir, logger)
-    if rank_zero_only.rank != 0:
+    if out is None:
         # DDP worker processes end after fit: rank 0 alone evaluates and writes the run's files
         # (two ranks writing id_maps/ through the same temporary name made one of them crash).
         return TrainResult({}, {}, model, data, np.zeros(0, np.int64), torch.zeros(0, 0, dtype=torch.int64))
@@ -237,6 +316,8 @@ def run_training(cfg: DictConfig, data=None) -> TrainResult:
     if valid:
         write_json_atomic(valid, run_dir / "valid_metrics.json")
     write_json_atomic(metrics, run_dir / "metrics.json")
+    out.forget_missing()
+    report_evaluated(metrics, data)
     log.info("test metrics: %s", {k: round(v, 4) for k, v in metrics.items() if k.endswith("@10")})
     return TrainResult(metrics, valid, model, data, test_users, test_topk)
 
