@@ -432,7 +432,8 @@ def test_checkpoint_of_another_model_is_refused(pop_ckpt, tmp_path):
         load_recommender(pop_ckpt, expect_model="ncf")
     ckpt = torch.load(pop_ckpt, weights_only=True)
     ckpt["deeprec"]["model"] = "ease"
-    ckpt["deeprec"]["init_args"] = {"n_users": 1, "n_items": 1}
+    meta = ckpt["deeprec"]
+    meta["init_args"] = {"n_users": len(meta["user_ids"]), "n_items": len(meta["item_ids"])}
     torch.save(ckpt, tmp_path / "relabelled.ckpt")
     with pytest.raises(CheckpointError, match=r"relabelled\.ckpt does not match model 'ease'"):
         load_recommender(tmp_path / "relabelled.ckpt")

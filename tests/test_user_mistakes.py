@@ -47,7 +47,7 @@ def pop_ckpt(tmp_path_factory):
     from deeprec.checkpoint import save_checkpoint
     from deeprec.data.interactions import from_frame
 
-    rows = [(f"u{u}", f"i{(u + j) % 9}") for u in range(5) for j in range(4)]
+    rows = [(f"u{u}", f"i{(u + j) % 9}") for u in range(5) for j in range(5)]
     frame = pd.DataFrame(rows, columns=["user_id", "item_id"]).assign(split="train")
     frame = pd.concat([frame, pd.DataFrame({"user_id": ["u5"], "item_id": ["i0"], "split": ["test"]})])
     data = from_frame(frame, "t")

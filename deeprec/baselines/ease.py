@@ -48,19 +48,24 @@ class EASE(HistoryRecommender):
         super().__init__(n_users, n_items, **config)
         self.hp = EASEConfig(**config)
         self.dtype = resolve_dtype(self.hp.dtype)
-        self.weights = torch.zeros(n_items, n_items)
+        self.weights = torch.zeros(0, 0)  # [n_items, n_items] after fit: never allocated before the memory check
 
     def dense_gb(self, n_items: int) -> float:
         """Memory of the fit: the Gram matrix, its Cholesky factor and the inverse, I x I each."""
         return 3 * n_items**2 * torch.finfo(self.dtype).bits / 8 / 1e9
 
-    def fit(self, data, trainer=None) -> "EASE":
+    def check_data(self, data) -> None:
+        """The memory check, before anything of size I x I exists (and the zero-ratings check)."""
+        super().check_data(data)
         need = self.dense_gb(data.n_items)
         if need > self.hp.max_dense_gb:
             raise ConfigError(
                 f"model=ease: {data.n_items} items need about {need:.1f} GB of dense I x I matrices, over "
                 f"model.max_dense_gb={self.hp.max_dense_gb}; raise max_dense_gb, filter rare items, or use itemknn/mf"
             )
+
+    def fit(self, data, trainer=None) -> "EASE":
+        self.check_data(data)
         self.n_users, self.n_items = data.n_users, data.n_items
         self.device = resolve_device(self.hp.fit_device)
         self.history = self.history_matrix(data, "train")

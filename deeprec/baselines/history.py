@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from deeprec.errors import ConfigError
+from deeprec.errors import ConfigError, DataError
 from deeprec.recommender import Recommender, csr_to_tensors, tensors_to_csr
 
 
@@ -70,8 +70,20 @@ class HistoryRecommender(Recommender):
         super().__init__(n_users, n_items, **config)
         self.history = sp.csr_matrix((n_users, n_items), dtype=np.float32)
 
+    def check_data(self, data) -> None:
+        """A model that weighs interactions by their rating learns nothing when every train rating is 0."""
+        if getattr(self.hp, "binary", True):
+            return
+        ratings = data.rows("train")["rating"].to_numpy()
+        if len(ratings) and not (ratings != 0).any():
+            raise DataError(f"model={self.name}: every train rating is 0 ({len(ratings)} rows); model={self.name} weighs "
+                            "each interaction by its rating, so it has nothing to learn: give model.binary=true "
+                            "(every interaction counts 1) or ratings above 0")
+
     def history_matrix(self, data, splits) -> sp.csr_matrix:
         """The user x item matrix of `splits`: ratings, or 1.0 when the model's config has binary=True."""
+        if splits == "train":
+            self.check_data(data)
         matrix = data.matrix(splits, binary=bool(getattr(self.hp, "binary", False)))
         matrix.eliminate_zeros()
         return matrix

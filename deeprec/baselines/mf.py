@@ -16,6 +16,7 @@ import scipy.sparse as sp
 import torch
 
 from deeprec.baselines.history import HistoryRecommender, resolve_device, resolve_dtype
+from deeprec.console import progress
 from deeprec.errors import ConfigError, DataError
 
 @dataclass
@@ -138,7 +139,7 @@ class ALS(HistoryRecommender):
         users = torch.zeros(self.n_users, self.hp.factors, dtype=dtype, device=self.device)
         self.loss_history = []
         self._track_loss(weights, users, items)
-        for _ in range(self.hp.iterations):
+        for _ in progress(range(self.hp.iterations), "mf: ALS iterations"):
             users = self.solve(weights, items)
             self._track_loss(weights, users, items)
             items = self.solve(weights_t, users)

@@ -6,6 +6,7 @@ import dataclasses
 import errno
 import functools
 import os
+import signal
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -36,6 +37,12 @@ def report_user_errors(prog: str) -> Callable:
         def inner(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
+            except SystemExit as exc:
+                if type(exc).__name__ != "SIGTERMException":  # Lightning's, raised after a SIGTERM
+                    raise
+                print(f"{prog}: stopped by SIGTERM; checkpoints/last.ckpt holds the last finished epoch: "
+                      "the same command with resume=true continues from it", file=sys.stderr)
+                sys.exit(128 + signal.SIGTERM)
             except (DeeprecError, FloatingPointError) as exc:  # FloatingPointError: a NaN/inf loss, naming the step
                 print(f"{prog}: error: {exc}", file=sys.stderr)
                 sys.exit(2)

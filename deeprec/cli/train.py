@@ -106,8 +106,10 @@ def make_trainer(cfg: DictConfig, data, run_dir: Path, logger):
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
-    from deeprec.evaluation.callbacks import FullRankingEvaluation
+    from deeprec.console import quiet_lightning
+    from deeprec.evaluation.callbacks import EpochLine, FullRankingEvaluation
 
+    quiet_lightning()
     tcfg = validate_section(cfg.trainer, TrainerConfig, "trainer")
     monitor = f"valid/{cfg.eval.monitor}"
     has_valid = (data.frame["split"] == "valid").any()
@@ -133,7 +135,8 @@ def make_trainer(cfg: DictConfig, data, run_dir: Path, logger):
         ),
     ]
     if has_valid and cfg.eval.patience:
-        callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=cfg.eval.patience))
+        callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=cfg.eval.patience, verbose=False))
+    callbacks.append(EpochLine(monitor if has_valid else None))
     kwargs = {k: v for k, v in vars(tcfg).items() if v is not None}
     return pl.Trainer(
         default_root_dir=str(run_dir),
