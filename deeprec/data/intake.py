@@ -85,7 +85,7 @@ def check_rejects(rows_in: int, rejected: dict[str, int], cfg: IntakeConfig, hin
         return
     top = max(rejected, key=lambda reason: rejected[reason])
     hint = hints.get(top, REASON_HINTS.get(top, ""))
-    detail = f" ({reasons_text(rejected, rows_in)})" + (f": {top}: {hint}" if hint else "")
+    detail = f" ({reasons_text(rejected, rows_in)})" + (f": {hint}" if hint else "")
     check_share("the rows were rejected", n_rejected / rows_in, detail, cfg)
 
 
