@@ -24,3 +24,13 @@ def run_cli(module: str, argv: list[str], monkeypatch, capsys) -> tuple[int, str
     """main() of `module` with sys.argv = argv: (exit code, stderr)."""
     code, _, err = run_cli_output(module, argv, monkeypatch, capsys)
     return code, err
+
+
+def one_line_error(code: int, err: str, *fragments: str) -> str:
+    """Assert a deeprec user error: exit 2, one line on stderr, no traceback, naming every fragment."""
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from conftest import write_random_table
-from inprocess_cli import run_cli, run_cli_output
+from inprocess_cli import one_line_error, run_cli, run_cli_output
 
 COMMANDS = ("ratings", "train", "compare", "score")
 KEYS = {"ratings": "output", "train": "run_dir", "compare": "out_dir", "score": "output"}
@@ -69,12 +69,6 @@ def plant_foreign_files(folder: Path) -> None:
     (folder / "checkpoints" / "best.ckpt").write_bytes(np.random.default_rng(0).bytes(64))
 
 
-def one_line_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

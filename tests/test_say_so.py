@@ -14,22 +14,21 @@ import pytest
 
 from deeprec.data.adapters.interactions import InteractionsDataConfig, load
 from deeprec.data.splits import SplitConfig
-from inprocess_cli import run_cli_output
+from inprocess_cli import one_line_error, run_cli_output
 
 HEADER = "user_id,timestamp,url\n"
+
+
+def train_pop(path: Path, tmp_path: Path, monkeypatch, capsys, *extra: str) -> tuple[int, str, str]:
+    """deeprec-train model=pop on an interactions file, in-process: (exit code, stdout, stderr)."""
+    return run_cli_output("deeprec.cli.train", ["data=interactions", f"data.path={path}", "model=pop",
+                                                f"run_dir={tmp_path / 'run'}", *extra], monkeypatch, capsys)
 
 
 def lines_with(text: str, fragment: str) -> list[str]:
     return [line for line in text.splitlines() if fragment in line]
 
 
-def one_line_error(code: int, err: str, *fragments: str) -> str:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture
@@ -68,8 +67,7 @@ def test_train_prints_what_it_read_and_whom_it_evaluated(tmp_path, monkeypatch, 
     path = tmp_path / "t.csv"
     path.write_text("user_id,item_id,timestamp\n" + "".join(f"u{u},i{i},{10 * i}\n" for u in range(6) for i in range(5))
                     + "u0,i0,0\n,i1,3\n")
-    code, out, err = run_cli_output("deeprec.cli.train", ["data=interactions", f"data.path={path}", "model=pop",
-                                                           f"run_dir={tmp_path / 'run'}"], monkeypatch, capsys)
+    code, out, err = train_pop(path, tmp_path, monkeypatch, capsys)
     assert code == 0, err
     found = lines_with(out, "32 rows read")
     assert len(found) == 1 and "30 accepted, 2 rejected (duplicate 1, missing_user 1)" in found[0], out
@@ -161,8 +159,7 @@ def test_a_model_with_no_train_row_is_not_trained(tmp_path, monkeypatch, capsys)
     # case: no-train-rows: a split column with only test rows
     path = tmp_path / "t.csv"
     path.write_text("user_id,item_id,split\n" + "".join(f"u{u},i{i},test\n" for u in range(4) for i in range(3)))
-    code, out, err = run_cli_output("deeprec.cli.train", ["data=interactions", f"data.path={path}", "model=pop",
-                                                           f"run_dir={tmp_path / 'run'}"], monkeypatch, capsys)
+    code, out, err = train_pop(path, tmp_path, monkeypatch, capsys)
     one_line_error(code, err, "no train rows")
     assert not (tmp_path / "run" / "checkpoints").exists()
 
@@ -172,8 +169,7 @@ def test_a_test_split_with_no_evaluable_user_stops_before_training(tmp_path, mon
     path = tmp_path / "t.csv"
     path.write_text("user_id,item_id,split\n" + "".join(f"u{u},i{i},train\n" for u in range(4) for i in range(3))
                     + "u0,i0,test\n")
-    code, out, err = run_cli_output("deeprec.cli.train", ["data=interactions", f"data.path={path}", "model=pop",
-                                                           f"run_dir={tmp_path / 'run'}"], monkeypatch, capsys)
+    code, out, err = train_pop(path, tmp_path, monkeypatch, capsys)
     one_line_error(code, err, "test split", "no user")
     assert not (tmp_path / "run" / "checkpoints").exists()
 
@@ -208,7 +204,6 @@ def test_a_pair_in_train_and_test_is_reported(tmp_path, monkeypatch, capsys):
     path.write_text("user_id,item_id,split\na,x,train\na,y,train\na,x,test\na,z,test\nb,x,train\nb,z,test\n")
     data = interactions(path)
     assert data.extras["pairs_in_train_and_test"] == 1
-    code, out, err = run_cli_output("deeprec.cli.train", ["data=interactions", f"data.path={path}", "model=pop",
-                                                           f"run_dir={tmp_path / 'run'}"], monkeypatch, capsys)
+    code, out, err = train_pop(path, tmp_path, monkeypatch, capsys)
     assert code == 0, err
     assert len(lines_with(out, "1 (user, item) pair is in both train and test")) == 1, out

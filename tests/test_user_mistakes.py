@@ -20,19 +20,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import write_random_table
-from inprocess_cli import run_cli, run_cli_output
+from inprocess_cli import one_line_error, run_cli, run_cli_output
 
 NCF_TINY = ["model=ncf", "model.gmf_dim=4", "model.mlp_dim=4", "model.mlp_layers=[8]", "model.batch_size=64",
             "eval.patience=0"]
 
 
-def one_line_error(code: int, err: str, *fragments: str) -> str:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
