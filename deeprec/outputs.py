@@ -43,7 +43,8 @@ FORMAT = 1
 
 
 def _resolved(path: str | Path) -> Path:
-    return Path(os.path.abspath(Path(path).expanduser()))
+    """The absolute path with symbolic links resolved (an input reached through a link is still that input)."""
+    return Path(os.path.realpath(Path(path).expanduser()))
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -85,10 +86,6 @@ class OutputFolder:
         finally:
             os.close(fd)
 
-    def owns(self, name: str) -> bool:
-        """Whether deeprec wrote the file `name` (relative to the folder) as this manifest says."""
-        return owned(self.read_manifest(), name)
-
     def own(self, names: Iterable[str] = (), patterns: Iterable[str] = ()) -> None:
         """Record files (or name patterns) as deeprec's before writing them, so a crash never leaves a
         file of deeprec's that it could not later replace. A name held by a file deeprec did not write
@@ -102,27 +99,29 @@ class OutputFolder:
             manifest["files"] = sorted(set(manifest["files"]) | set(names))
             manifest["patterns"] = sorted(set(manifest["patterns"]) | set(patterns))
 
-    def owned_files(self, under: str = "") -> list[str]:
-        """The existing files deeprec wrote (relative names), optionally only those under `under`."""
+    def owned_files(self) -> list[str]:
+        """The existing files deeprec wrote (names relative to the folder)."""
         manifest = self.read_manifest()
-        root = self.path / under if under else self.path
         found = []
-        if root.is_dir():
-            for file in root.rglob("*"):
-                name = file.relative_to(self.path).as_posix()
-                if not name.startswith(MARKER + "/") and file.is_file() and owned(manifest, name):
-                    found.append(name)
+        for file in self.path.rglob("*"):
+            name = file.relative_to(self.path).as_posix()
+            if not name.startswith(MARKER + "/") and file.is_file() and owned(manifest, name):
+                found.append(name)
         return sorted(found)
 
-    def remove_owned(self, under: str = "", names: Iterable[str] | None = None) -> list[str]:
-        """Delete what deeprec wrote (all of it, the files under `under`, or the listed `names` if it
-        wrote them) and forget them; folders that become empty and that deeprec created go too."""
-        gone = self.owned_files(under) if names is None else [n for n in names if (self.path / n).is_file() and self.owns(n)]
+    def remove_owned(self, names: Iterable[str] | None = None) -> list[str]:
+        """Delete what deeprec wrote (all of it, or those of `names` it wrote) and forget them;
+        folders deeprec created that become empty go too. Returns the names removed."""
+        if names is None:
+            gone = self.owned_files()
+        else:
+            manifest = self.read_manifest()
+            gone = [n for n in names if (self.path / n).is_file() and owned(manifest, n)]
         for name in gone:
             (self.path / name).unlink(missing_ok=True)
         with self._editing() as manifest:
             manifest["files"] = sorted(set(manifest["files"]) - set(gone))
-            if names is None and not under:
+            if names is None:
                 manifest["patterns"] = []
             for folder in sorted(manifest.get("folders", []), key=lambda f: -f.count("/")):
                 with contextlib.suppress(OSError):
@@ -183,17 +182,33 @@ class OutputFolder:
                                  "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
         self._lock_fd = fd
 
+    def _others_running(self) -> bool:
+        """Whether another run holds a lock of this folder (e.g. another shard of deeprec-score)."""
+        mine = self.marker / f"{self.lock_name}.lock"
+        for lock in self.marker.glob("*.lock"):
+            if lock == mine or lock.name == "manifest.lock":
+                continue
+            fd = os.open(lock, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            finally:
+                os.close(fd)
+        return False
+
     def release(self, failed: bool = False) -> None:
         """Unlock; a folder this run created, locked and left without any other file goes away again."""
         if self._lock_fd is None:
             return
-        if failed and self.created and self.path.is_dir() and not foreign_entries(self.path):
+        if failed and self.created and self.path.is_dir() and not foreign_entries(self.path) and not self._others_running():
             shutil.rmtree(self.path, ignore_errors=True)
         os.close(self._lock_fd)
         self._lock_fd = None
 
 
 def owned(manifest: dict[str, Any], name: str) -> bool:
+    """Whether the manifest lists the file `name` (relative to the folder), by name or by pattern."""
     return name in manifest["files"] or any(fnmatch.fnmatchcase(name, p) for p in manifest["patterns"])
 
 
@@ -243,7 +258,8 @@ def check_output(path: str | Path, command: str, key: str, inputs: Iterable[str 
         if not (folder / MARKER / MANIFEST).is_file():
             example = foreign_entries(folder)[0]
             raise ConfigError(f"{key}={given} holds files deeprec did not create (e.g. {example}); "
-                              "give a new or empty folder (deeprec writes only into folders it created)")
+                              "give a new or empty folder (deeprec writes only into folders it created; "
+                              "one an older deeprec wrote has no .deeprec/ marker: move it away)")
         owner = read_manifest(folder, given, key).get("command")
         if owner != command:
             raise ConfigError(f"{key}={given} was written by {owner}, not {command}; give another folder")

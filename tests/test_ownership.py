@@ -231,3 +231,19 @@ def test_resume_with_nothing_to_resume_says_so(inputs, tmp_path, monkeypatch, ca
     assert code == 0, err
     assert "resume=true: nothing to resume" in out + err
     assert (run_dir / "metrics.json").is_file()
+
+
+def test_one_parquet_file_of_scores_replaces_only_its_own(inputs, tmp_path, monkeypatch, capsys):
+    # case: output-is-a-file (deeprec-score output=FILE.parquet): another tool's file stays; deeprec's is redone
+    theirs = tmp_path / "theirs.parquet"
+    pd.DataFrame({"user_id": ["x"], "rank": [1]}).to_parquet(theirs)
+    before = theirs.read_bytes()
+    code, err = run_cli(MODULES["score"], argv("score", theirs, inputs), monkeypatch, capsys)
+    one_line_error(code, err, f"output={theirs}", "deeprec did not write")
+    assert theirs.read_bytes() == before
+    mine = tmp_path / "mine.parquet"
+    for _ in range(2):
+        code, err = run_cli(MODULES["score"], argv("score", mine, inputs), monkeypatch, capsys)
+        assert code == 0, err
+    assert len(pd.read_parquet(mine)) > 0
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no lock or temporary left

@@ -148,7 +148,7 @@ class SingleFile:
             raise ConfigError(f"output={given} is a folder; a path ending in .parquet names one file")
         if self.path.exists() and not written_by_deeprec(self.path):
             raise ConfigError(f"output={given} is a file deeprec did not write; give another path")
-        check_apart_from_inputs(Path(os.path.abspath(self.path)), given, "output", inputs)
+        check_apart_from_inputs(Path(os.path.realpath(self.path)), given, "output", inputs)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock_path = self.path.parent / f".{self.path.name}.deeprec-lock"
         self._lock = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
