@@ -156,6 +156,21 @@ class OutputFolder:
     def fingerprint(self, name: str) -> dict[str, Any] | None:
         return self.read_manifest().get("fingerprints", {}).get(name)
 
+    def check_fingerprint(self, name: str, value: dict[str, Any], where: str, fix: str) -> None:
+        """A run that continues this folder's run (e.g. resume=true) must have the same fingerprint:
+        a "data" digest that differs is other data; any other key that differs is named."""
+        saved = self.fingerprint(name)
+        if saved is None:
+            return
+        if saved.get("data") != value.get("data"):
+            raise ConfigError(f"{where}: {self.key}={self.given} was made from other data; "
+                              f"give another {self.key}, or {fix}")
+        differ = sorted(k for k in set(saved) | set(value) if k != "data" and saved.get(k) != value.get(k))
+        if differ:
+            detail = ", ".join(f"{k}: {saved.get(k)!r} then, {value.get(k)!r} now" for k in differ)
+            raise ConfigError(f"{where}: {self.key}={self.given} was made with other settings ({detail}); "
+                              f"give another {self.key}, or {fix}")
+
     def set_fingerprint(self, name: str, value: dict[str, Any]) -> None:
         with self._editing() as manifest:
             manifest.setdefault("fingerprints", {})[name] = value
@@ -205,6 +220,23 @@ class OutputFolder:
             shutil.rmtree(self.path, ignore_errors=True)
         os.close(self._lock_fd)
         self._lock_fd = None
+
+
+def data_fingerprint(data) -> str:
+    """SHA-256 of what a model learns from (an InteractionData): the ids, and every row's user, item,
+    rating, time and split."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for ids in (data.user_ids, data.item_ids):
+        digest.update("\x1f".join(map(str, ids)).encode("utf-8", "surrogatepass") + b"\x1e")
+    frame = data.frame
+    for column in ("user", "item", "rating", "timestamp"):
+        digest.update(np.ascontiguousarray(frame[column].to_numpy()).tobytes())
+    digest.update("".join(frame["split"].astype(str).str[0]).encode())
+    return digest.hexdigest()
 
 
 def owned(manifest: dict[str, Any], name: str) -> bool:

@@ -115,18 +115,5 @@ def build_model(section: DictConfig, data, seed: int = 0):
     return cls(n_users=data.n_users, n_items=data.n_items, **hp)
 
 
-def ensure_writable_dir(path: str | Path) -> Path:
-    """Create `path` and check a file can be written there, with a clear error if not."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise ConfigError(f"run_dir {path} is not writable ({exc.strerror})") from None
-    return path
-
-
 def plain(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from deeprec.atomic import write_json_atomic, write_parquet_atomic, write_text_atomic
+from deeprec.atomic import link_atomic, write_json_atomic, write_parquet_atomic, write_text_atomic
 from deeprec.cli.common import (
     CONFIG_PATH,
     TrainerConfig,
@@ -167,23 +167,8 @@ def fit_model(cfg: DictConfig, data, run_dir: Path, logger):
     else:
         model.fit(data)
         save_checkpoint(model, data, ckpt_dir / "best.ckpt")
-        link_atomic(ckpt_dir / "best.ckpt", last)  # fitted once: best and last are the same file
+        link_atomic(ckpt_dir / "best.ckpt", last)  # fitted once: best and last are one file
     return model
-
-
-def link_atomic(source: Path, target: Path) -> None:
-    """`target` becomes a hard link to `source` (renamed into place; a copy where links are not possible)."""
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    os.unlink(tmp)
-    try:
-        os.link(source, tmp)
-    except OSError:
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
 
 
 @dataclass
@@ -211,37 +196,6 @@ def run_inputs(data: DictConfig, model: DictConfig) -> list:
     return [data.get("path"), ratings.get("catalogue"), model.get("feature_path")]
 
 
-def data_fingerprint(data) -> str:
-    """SHA-256 of what a model learns from: the ids, and every row's user, item, rating, time and split."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for ids in (data.user_ids, data.item_ids):
-        digest.update("\x1f".join(map(str, ids)).encode("utf-8", "surrogatepass") + b"\x1e")
-    frame = data.frame
-    for column in ("user", "item", "rating", "timestamp"):
-        digest.update(np.ascontiguousarray(frame[column].to_numpy()).tobytes())
-    digest.update("".join(frame["split"].astype(str).str[0]).encode())
-    return digest.hexdigest()
-
-
-def check_resume(out, cfg: DictConfig, fingerprint: dict) -> None:
-    """resume=true continues only the run that has the same data, model settings and seed."""
-    from deeprec.errors import CheckpointError
-
-    saved = out.fingerprint("train")
-    if saved is None:
-        return
-    if saved.get("data") != fingerprint["data"]:
-        raise CheckpointError(f"resume=true: run_dir={cfg.run_dir} was trained on other data; "
-                              "use another run_dir or resume=false")
-    differ = sorted(k for k in ("model", "seed") if saved.get(k) != fingerprint[k])
-    if differ:
-        detail = ", ".join(f"{k}: {saved.get(k)!r} then, {fingerprint[k]!r} now" for k in differ)
-        raise CheckpointError(f"resume=true: run_dir={cfg.run_dir} was trained with other settings ({detail}); "
-                              "use another run_dir or resume=false")
-
-
 def run_training(cfg: DictConfig, data=None) -> TrainResult:
     """The whole job; writes checkpoints, TensorBoard events and metrics.json into cfg.run_dir, a
     folder deeprec owns (deeprec.outputs): a fresh run replaces only what deeprec wrote there."""
@@ -265,7 +219,7 @@ def train_into(out, cfg: DictConfig, data, data_cfg) -> TrainResult:
     from pytorch_lightning.loggers import TensorBoardLogger
 
     from deeprec.evaluation.evaluator import evaluate_recommender
-    from deeprec.outputs import event_file_pattern
+    from deeprec.outputs import data_fingerprint, event_file_pattern
 
     run_dir = Path(cfg.run_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -275,7 +229,7 @@ def train_into(out, cfg: DictConfig, data, data_cfg) -> TrainResult:
     if out is not None:  # the data is read and checked: now the earlier run's files may go
         fingerprint = {"data": data_fingerprint(data), "model": plain(cfg.model), "seed": int(cfg.seed)}
         if cfg.resume:
-            check_resume(out, cfg, fingerprint)
+            out.check_fingerprint("train", fingerprint, "resume=true", fix="resume=false to start afresh")
             if not (run_dir / "checkpoints" / "last.ckpt").exists():
                 log.info("resume=true: nothing to resume in %s (no checkpoints/last.ckpt); training from the start", run_dir)
         else:
