@@ -25,6 +25,10 @@ from deeprec.errors import CheckpointError, DeeprecError
 from deeprec.recommender import Recommender, csr_to_tensors, tensors_to_csr
 
 FORMAT = 1
+# init_args earlier deeprec versions wrote that this one no longer takes (fit_device: one run-level
+# `device` key replaced it); Recommender.from_init_args drops them with a warning. Any other unknown
+# name is refused: it was never deeprec's.
+RETIRED_INIT_ARGS = ("fit_device",)
 
 
 def checkpoint_meta(recommender: Recommender, data) -> dict[str, Any]:
@@ -118,7 +122,7 @@ def _count(value: Any) -> bool:
 
 def check_meta(ckpt: dict[str, Any], path: Path) -> None:
     """Every key, type and size of a checkpoint's "deeprec" entry and state, against each other, in one line."""
-    from deeprec.registry import MODELS
+    from deeprec.registry import MODELS, model_class
 
     meta, state = ckpt["deeprec"], ckpt["state_dict"]
     where = f"checkpoint {path}"
@@ -128,6 +132,10 @@ def check_meta(ckpt: dict[str, Any], path: Path) -> None:
     args = meta.get("init_args")
     if not isinstance(args, dict):
         raise CheckpointError(f"{where} has no init_args (a dict of the model's settings)")
+    unknown = sorted(set(args) - model_class(model).init_arg_names() - set(RETIRED_INIT_ARGS))
+    if unknown:
+        raise CheckpointError(f"{where}: init_args {', '.join(map(repr, unknown))} are no setting of model {model!r}, "
+                              "in this or an earlier deeprec")
     for kind in ("user", "item"):
         ids, n = meta.get(f"{kind}_ids"), args.get(f"n_{kind}s")
         if not _count(n):
@@ -150,17 +158,17 @@ def check_meta(ckpt: dict[str, Any], path: Path) -> None:
 
 
 def _build(cls, args: dict[str, Any], path: Path, file_elements: int):
-    """cls(**args), first on the meta device (no memory) to bound what the real one will allocate."""
+    """cls.from_init_args(args), first on the meta device (no memory) to bound what the real one will allocate."""
     try:
         with torch.device("meta"):
-            probe = cls(**args)
+            probe = cls.from_init_args(args)
         needed = sum(t.numel() for t in probe.state_tensors().values())
     except (TypeError, ValueError, DeeprecError) as exc:
         raise CheckpointError(f"checkpoint {path}: its init_args do not build model {cls.name!r} ({_first_line(exc)})") from None
     if needed > MAX_ELEMENT_RATIO * file_elements + ELEMENT_SLACK:
         raise CheckpointError(f"checkpoint {path}: its init_args ask for tensors of other shapes than the file holds "
                               f"({needed:,} elements against {file_elements:,}); refused before allocating")
-    return cls(**args)
+    return cls(**probe.init_args())  # the arguments from_init_args kept (its warning for retired ones once)
 
 
 def load_recommender(path: str | Path, expect_model: str | None = None) -> tuple[Recommender, dict[str, Any]]:
@@ -183,8 +191,7 @@ def load_recommender(path: str | Path, expect_model: str | None = None) -> tuple
     try:
         recommender.load_state_tensors(ckpt["state_dict"])
         if recommender.n_users:
-            if hasattr(recommender, "eval"):
-                recommender.eval()
+            recommender.eval()
             with torch.no_grad():
                 scores = recommender.score(torch.zeros(1, dtype=torch.int64))
             if tuple(scores.shape) != (1, meta["init_args"]["n_items"]):

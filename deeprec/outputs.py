@@ -148,6 +148,19 @@ class OutputFolder:
             with self._editing() as manifest:
                 manifest["folders"] = sorted(set(manifest.get("folders", [])) | set(created))
 
+    def prepare(self, names: Iterable[str], patterns: Iterable[str] = (), folders: Iterable[str] = (),
+                fresh: bool = True) -> list[str]:
+        """Ready the folder for a run that writes `names` / `patterns`: a fresh run first removes every
+        file the earlier run wrote (fresh=False keeps them, e.g. resume=true); then the temporaries a
+        killed run left go, the names and patterns are recorded and `folders` created. Returns the
+        names removed."""
+        names = list(names)
+        gone = self.remove_owned() if fresh else []
+        self.remove_temporaries(names)
+        self.own(names, patterns)
+        self.make_folders(*folders)
+        return gone
+
     def forget_missing(self) -> None:
         """Drop listed names whose file does not exist (never written, e.g. no valid split this time)."""
         with self._editing() as manifest:

@@ -141,6 +141,17 @@ def test_every_malformed_entry_is_one_checkpoint_error(case, change, message, ch
     assert len(str(info.value).splitlines()) == 1
 
 
+def test_a_checkpoint_of_an_earlier_deeprec_still_loads(checkpoints, tmp_path, caplog):
+    # an older checkpoint's retired setting (fit_device, replaced by the run's `device`) is dropped
+    # with a warning, unlike an unknown one (unknown-init-arg above), and the model scores as before
+    path = crafted(checkpoints["ease"], tmp_path / "older.ckpt", _set(["deeprec", "init_args", "fit_device"], "cpu"))
+    model, meta = load_recommender(path)
+    reference, _ = load_recommender(checkpoints["ease"])
+    assert "fit_device" in caplog.text and "fit_device" not in model.init_args()
+    users = torch.arange(meta["init_args"]["n_users"])
+    assert torch.equal(model.score(users), reference.score(users))
+
+
 NOT_CHECKPOINTS = [
     ("text", b"user_id,item_id\na,b\n"),
     ("random-bytes", np.random.default_rng(1).bytes(4096)),

@@ -8,9 +8,7 @@ import functools
 import os
 import signal
 import sys
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
@@ -87,6 +85,13 @@ def data_config(section: DictConfig):
     return validate_section(section, module.CONFIG, f"data={name}")
 
 
+def data_inputs(section: DictConfig) -> list:
+    """The files a cfg.data section names (its log or table, the ratings catalogue): what an output
+    may not hold or lie inside (deeprec.outputs)."""
+    ratings = section.get("ratings") or {}
+    return [section.get("path"), ratings.get("catalogue")]
+
+
 def load_data(section):
     """The InteractionData named by cfg.data: a config section (validated here) or the dataclass
     data_config already returned (not validated twice)."""
@@ -97,22 +102,34 @@ def load_data(section):
 
 
 def model_kwargs(section: DictConfig) -> tuple[type, dict[str, Any]]:
-    """(Recommender class, validated hyper-parameters without `name`) for cfg.model."""
+    """(Recommender class, its checked hyper-parameters without `name`) for cfg.model: a bad key,
+    type or value fails here, before any data is read."""
     from deeprec.registry import model_class
 
     name = section.get("name")
     cls = model_class(name)
-    hp = dataclasses.asdict(validate_section(section, cls.config_class, f"model={name}"))
+    hp = dataclasses.asdict(validate_section(section, cls.config_class, f"model={name}").check())
     hp.pop("name", None)
     return cls, hp
 
 
 def build_model(section: DictConfig, data, seed: int = 0):
-    """An unfitted recommender for `data` from cfg.model."""
+    """An unfitted recommender for `data` from cfg.model, seeded with the run's seed."""
     cls, hp = model_kwargs(section)
-    if getattr(cls, "uses_trainer", False):
-        hp["seed"] = seed
-    return cls(n_users=data.n_users, n_items=data.n_items, **hp)
+    return cls(n_users=data.n_users, n_items=data.n_items, seed=seed, **hp)
+
+
+def run_device(cfg: DictConfig) -> str:
+    """The run's `device`: where models without a Lightning Trainer fit and where every model is
+    evaluated. null follows the trainer: cuda when trainer.accelerator asks for a GPU and one exists."""
+    from deeprec.config import resolve_device
+
+    if cfg.get("device") is not None:
+        return str(resolve_device(cfg.device, "device"))
+    import torch
+
+    wants_gpu = cfg.trainer.accelerator in ("gpu", "cuda", "auto")
+    return "cuda" if wants_gpu and torch.cuda.is_available() else "cpu"
 
 
 def plain(cfg: DictConfig) -> dict:

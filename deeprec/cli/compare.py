@@ -19,9 +19,6 @@ from deeprec.errors import ConfigError
 
 log = logging.getLogger("deeprec.compare")
 
-PER_USER = ("precision", "recall", "f1", "hit", "ndcg", "map", "mrr")
-
-
 def model_section(name: str, overrides: DictConfig | None) -> DictConfig:
     """conf/model/<name>.yaml (from the installed package) merged with the user's overrides."""
     from deeprec.registry import MODELS
@@ -50,9 +47,9 @@ def validated_model_sections(cfg: DictConfig) -> dict[str, DictConfig]:
 
 def per_user_values(topk, truth, ks) -> dict[str, np.ndarray]:
     """Per-user metric vectors (keys like ndcg@10) for the paired tests and the CIs."""
-    from deeprec.evaluation.metrics import per_user_metric
+    from deeprec.evaluation.metrics import PER_USER_METRICS, per_user_metric
 
-    return {f"{m}@{k}": per_user_metric(topk, truth, m, k) for k in ks for m in PER_USER}
+    return {f"{m}@{k}": per_user_metric(topk, truth, m, k) for k in ks for m in PER_USER_METRICS}
 
 
 LEADERBOARD_FILES = ("leaderboard.csv", "leaderboard.md", "leaderboard.png")
@@ -80,6 +77,7 @@ def compare(cfg: DictConfig) -> "pd.DataFrame":  # noqa: F821
 
 def train_and_rank(cfg: DictConfig, sections: dict[str, DictConfig], data, out_dir: Path) -> "pd.DataFrame":  # noqa: F821
     from deeprec.cli.train import run_training
+    from deeprec.evaluation.metrics import PER_USER_METRICS
 
     per_user, set_metrics = {}, {}
     for name in cfg.models:
@@ -96,7 +94,7 @@ def train_and_rank(cfg: DictConfig, sections: dict[str, DictConfig], data, out_d
             raise
         truth = data.truth("test")[result.test_users]
         per_user[name] = per_user_values(result.test_topk, truth, cfg.eval.ks)
-        set_metrics[name] = {k: v for k, v in result.metrics.items() if k.split("@")[0] not in PER_USER}
+        set_metrics[name] = {k: v for k, v in result.metrics.items() if k.split("@")[0] not in PER_USER_METRICS}
     table = write_leaderboard(cfg, data, per_user, set_metrics, out_dir)
     print((out_dir / "leaderboard.md").read_text())
     return table

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,24 +22,19 @@ from deeprec.cli.common import (
     TrainerConfig,
     build_model,
     data_config,
+    data_inputs,
     load_data,
     model_kwargs,
     plain,
     report_user_errors,
+    run_device,
 )
 from deeprec.config import validate_section
 from deeprec.data.intake import IntakeConfig, report_data, report_evaluated
 from deeprec.errors import ConfigError
+from deeprec.evaluation.config import EvalConfig
 
 log = logging.getLogger("deeprec.train")
-
-
-@dataclass
-class EvalConfig:
-    ks: list[int] = field(default_factory=lambda: [5, 10, 20])  # cut-offs of every metric
-    batch_size: int = 1024  # users scored at once
-    monitor: str = "ndcg@10"  # valid/<monitor> drives checkpoints and early stopping
-    patience: int = 5  # epochs without improvement before early stopping (0: off)
 
 
 @dataclass
@@ -49,6 +43,7 @@ class RunConfig:
 
     run_dir: str = "runs/run"
     seed: int = 0
+    device: str | None = None  # cpu | cuda | cuda:N | auto; null: cuda when the trainer asks for a GPU
     resume: bool = False
     strict: bool = False  # more than max_reject_share of the rows rejected is an error, not a warning
     max_reject_share: float = 0.5
@@ -59,20 +54,12 @@ def validate_run(cfg: DictConfig) -> None:
     """Fail fast, in one line, on a bad seed / resume / eval value or a bad trainer section."""
     keys = {f.name for f in dataclasses.fields(RunConfig)}
     run = validate_section({k: v for k, v in plain(cfg).items() if k in keys}, RunConfig, "config")
-    if not run.eval.ks or min(run.eval.ks) < 1:
-        raise ConfigError(f"eval.ks={run.eval.ks} must list cut-offs of at least 1")
-    if run.eval.batch_size < 1 or run.eval.patience < 0:
-        raise ConfigError(f"eval.batch_size={run.eval.batch_size} must be >= 1 and eval.patience={run.eval.patience} >= 0")
-    metric, _, k = run.eval.monitor.partition("@")
-    if metric not in ("precision", "recall", "f1", "hit", "ndcg", "map", "mrr", "coverage") or not k.isdigit():
-        raise ConfigError(f"eval.monitor={run.eval.monitor!r} is not a metric@k such as ndcg@10")
-    if int(k) not in run.eval.ks:
-        raise ConfigError(f"eval.monitor={run.eval.monitor}: {k} is not one of eval.ks={run.eval.ks}; "
-                          f"monitor one of them or add {k} to eval.ks")
+    run.eval.check()
     IntakeConfig(run.strict, run.max_reject_share).check()
     trainer = validate_section(cfg.trainer, TrainerConfig, "trainer")
     if trainer.max_epochs == 0 or trainer.max_epochs < -1:
         raise ConfigError(f"trainer.max_epochs={trainer.max_epochs} trains nothing; give 1 or more (-1: until early stopping)")
+    run_device(cfg)
 
 
 def check_resume_matches(last: Path, model) -> None:
@@ -149,14 +136,15 @@ def make_trainer(cfg: DictConfig, data, run_dir: Path, logger):
 
 
 def fit_model(cfg: DictConfig, data, run_dir: Path, logger):
-    """Build and fit cfg.model on data; returns the best model (reloaded from its checkpoint)."""
+    """Build and fit cfg.model on data; returns the best model (a Trainer's is reloaded from its checkpoint)."""
     from deeprec.checkpoint import load_recommender, save_checkpoint
 
     model = build_model(cfg.model, data, seed=cfg.seed)
     model.check_data(data)
+    device = run_device(cfg)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
-    if getattr(model, "uses_trainer", False):
+    if model.uses_trainer:  # the Trainer places the model on its devices itself
         trainer = make_trainer(cfg, data, run_dir, logger)
         resume_from = str(last) if cfg.resume and last.exists() else None
         if resume_from is not None:
@@ -165,7 +153,7 @@ def fit_model(cfg: DictConfig, data, run_dir: Path, logger):
         best = ckpt_dir / "best.ckpt"
         model, _ = load_recommender(best if best.exists() else last)
     else:
-        model.fit(data)
+        model.to(device).fit(data)
         save_checkpoint(model, data, ckpt_dir / "best.ckpt")
         link_atomic(ckpt_dir / "best.ckpt", last)  # fitted once: best and last are one file
     return model
@@ -192,8 +180,7 @@ RUN_PATTERNS = ("tensorboard/[0-9][0-9][0-9][0-9][0-9]/*_embeddings/*",)
 
 def run_inputs(data: DictConfig, model: DictConfig) -> list:
     """The files a run of `model` on `data` reads (an output may not hold them or lie inside them)."""
-    ratings = data.get("ratings") or {}
-    return [data.get("path"), ratings.get("catalogue"), model.get("feature_path")]
+    return [*data_inputs(data), model.get("feature_path")]
 
 
 def run_training(cfg: DictConfig, data=None) -> TrainResult:
@@ -232,13 +219,10 @@ def train_into(out, cfg: DictConfig, data, data_cfg) -> TrainResult:
             out.check_fingerprint("train", fingerprint, "resume=true", fix="resume=false to start afresh")
             if not (run_dir / "checkpoints" / "last.ckpt").exists():
                 log.info("resume=true: nothing to resume in %s (no checkpoints/last.ckpt); training from the start", run_dir)
-        else:
-            gone = out.remove_owned()
-            if gone:
-                log.info("resume=false: replacing the earlier run's %d files in %s", len(gone), run_dir)
-        out.remove_temporaries(RUN_FILES)
-        out.own(RUN_FILES, [*RUN_PATTERNS, event_file_pattern("tensorboard")])
-        out.make_folders("checkpoints", "id_maps", "tensorboard")
+        gone = out.prepare(RUN_FILES, [*RUN_PATTERNS, event_file_pattern("tensorboard")],
+                           ("checkpoints", "id_maps", "tensorboard"), fresh=not cfg.resume)
+        if gone:
+            log.info("resume=false: replacing the earlier run's %d files in %s", len(gone), run_dir)
         out.set_fingerprint("train", fingerprint)
         write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
@@ -247,10 +231,7 @@ def train_into(out, cfg: DictConfig, data, data_cfg) -> TrainResult:
         # DDP worker processes end after fit: rank 0 alone evaluates and writes the run's files
         # (two ranks writing id_maps/ through the same temporary name made one of them crash).
         return TrainResult({}, {}, model, data, np.zeros(0, np.int64), torch.zeros(0, 0, dtype=torch.int64))
-    if cfg.trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
-        model.to("cuda")
-    if hasattr(model, "eval"):
-        model.eval()
+    model.to(run_device(cfg)).eval()
     valid = {}
     if (data.frame["split"] == "valid").any():
         valid = evaluate_recommender(model, data, "valid", ks=cfg.eval.ks, batch_size=cfg.eval.batch_size)

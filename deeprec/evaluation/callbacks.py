@@ -1,7 +1,7 @@
 """Lightning callbacks: the shared full-ranking evaluation on the valid split after every epoch, and
 the one line per epoch a user sees (EpochLine).
 
-It logs `valid/<metric>` (e.g. valid/ndcg@10) so ModelCheckpoint and EarlyStopping can monitor the
+It logs `valid/<metric>@<k>` for every metric of evaluation.metrics (e.g. valid/ndcg@10) so ModelCheckpoint and EarlyStopping can monitor the
 same numbers the offline comparison reports; it calls the same code (evaluate_recommender).
 """
 
@@ -12,11 +12,12 @@ import time
 from typing import Sequence
 
 import pytorch_lightning as pl
+import torch
 
 from deeprec.evaluation.evaluator import evaluate_recommender
+from deeprec.evaluation.metrics import METRICS
 
 log = logging.getLogger("deeprec.train")
-LOGGED = ("precision", "recall", "ndcg", "map", "mrr", "hit", "coverage")
 
 
 class FullRankingEvaluation(pl.Callback):
@@ -36,7 +37,7 @@ class FullRankingEvaluation(pl.Callback):
         logged = {
             f"{self.split}/{key}": value
             for key, value in metrics.items()
-            if key.split("@")[0] in LOGGED
+            if key.split("@")[0] in METRICS
         }
         pl_module.log_dict(logged, prog_bar=False, logger=True, sync_dist=False)
 
@@ -57,7 +58,7 @@ class EpochLine(pl.Callback):
     def _line(self, trainer: pl.Trainer) -> None:
         if self._epoch is None:
             return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if not isinstance(v, torch.Tensor) or v.numel() == 1}
         parts = [f"train/loss {metrics['train/loss']:.4f}"] if "train/loss" in metrics else []
         if self.monitor and self.monitor in metrics:
             value = metrics[self.monitor]

@@ -105,7 +105,7 @@ def build(df: pd.DataFrame, cfg, source: str, name: str, item_features=None, min
     """Clean, filter, split and index a user_id/item_id table into InteractionData."""
     if len(df) == 0:
         raise DataError(f"{source}: no rows (a header but no interactions)")
-    accepted, rejects = clean_interactions(df, source, tuple(getattr(cfg, "rating_range", (0.0, 5.0))))
+    accepted, rejects = clean_interactions(df, source, tuple(cfg.rating_range))
     if min_rating is not None and "rating" in accepted.columns:
         low = accepted["rating"] < min_rating
         rejects = pd.concat([rejects, accepted[low].assign(reason="below_min_rating")])
@@ -116,7 +116,7 @@ def build(df: pd.DataFrame, cfg, source: str, name: str, item_features=None, min
     data.extras["rejects"] = rejects
     data.extras["rows_in"] = len(df)
     data.extras["source"] = source
-    data.extras["rating_range"] = list(getattr(cfg, "rating_range", (0.0, 5.0)))
+    data.extras["rating_range"] = list(cfg.rating_range)
     data.extras["rating_span"] = rating_span(df)
     data.extras["pairs_in_train_and_test"] = pairs_in_train_and_test(data.frame)
     return data
