@@ -35,15 +35,20 @@ def argv(experiment: str, out: Path, table: Path, *extra: str) -> list[str]:
     return [*base, f"out_dir={out}", *extra]
 
 
+def refused_untouched(experiment: str, out: Path, args: list[str], monkeypatch, capsys, why: str) -> None:
+    """The experiment stops in one line naming out_dir and `why`; out stays byte for byte, nothing added."""
+    before = snapshot(out)
+    code, err = run_cli(MODULES[experiment], args, monkeypatch, capsys)
+    one_line_error(code, err, f"out_dir={out}", why)
+    assert snapshot(out) == before  # not even a lock file
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_a_folder_deeprec_did_not_create_is_refused_and_left_as_it_was(experiment, table, tmp_path, monkeypatch, capsys):
     # case: experiment-output-foreign-folder
-    out = tmp_path / "theirs"
-    plant_foreign_files(out)
-    before = snapshot(out)
-    code, err = run_cli(MODULES[experiment], argv(experiment, out, table), monkeypatch, capsys)
-    one_line_error(code, err, f"out_dir={out}", "deeprec did not create")
-    assert snapshot(out) == before  # byte-identical, and nothing added (not even a lock file)
+    plant_foreign_files(tmp_path / "theirs")
+    refused_untouched(experiment, tmp_path / "theirs", argv(experiment, tmp_path / "theirs", table), monkeypatch, capsys,
+                      "deeprec did not create")
 
 
 def tensorboard_events(out: Path) -> list[Path]:
@@ -89,10 +94,7 @@ def test_an_out_dir_holding_the_input_is_refused(experiment, table, tmp_path, mo
     local = folder / "behavior.tsv"
     local.write_bytes(table.read_bytes())
     args = ["data=events", f"data.path={log}"] if experiment == "ratings_paper" else [f"data.path={local}"]
-    before = snapshot(folder)
-    code, err = run_cli(MODULES[experiment], [*args, f"out_dir={folder}"], monkeypatch, capsys)
-    one_line_error(code, err, f"out_dir={folder}", "holds the input")
-    assert snapshot(folder) == before
+    refused_untouched(experiment, folder, [*args, f"out_dir={folder}"], monkeypatch, capsys, "holds the input")
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -115,7 +117,4 @@ def test_an_out_dir_of_another_command_is_refused(experiment, table, tmp_path, m
     with claim_output(run_dir, "deeprec-train", key="run_dir") as folder:
         folder.own(["metrics.json"])
         (run_dir / "metrics.json").write_text("{}")
-    before = snapshot(run_dir)
-    code, err = run_cli(MODULES[experiment], argv(experiment, run_dir, table), monkeypatch, capsys)
-    one_line_error(code, err, f"out_dir={run_dir}", "deeprec-train")
-    assert snapshot(run_dir) == before
+    refused_untouched(experiment, run_dir, argv(experiment, run_dir, table), monkeypatch, capsys, "deeprec-train")
