@@ -59,9 +59,16 @@ def log_files(path: str | Path) -> list[Path]:
     for file in files:
         names = _file_columns(file)
         check_columns(names, str(file))
-        columns.append((file, [c for c in TEXT_COLUMNS if c in names]))
-    check_same_columns(columns, what="log columns (SPEC 1.1), or rate the files separately")
+        columns.append((file, names))
+    check_same_log_columns(columns)
     return files
+
+
+def check_same_log_columns(columns_by_file: list[tuple[Path, list[str]]]) -> None:
+    """(file, its column names) of every file of a log: the same SPEC 1.1 columns in each, else a
+    DataError naming the file and the column (both engines apply it)."""
+    check_same_columns([(file, [c for c in TEXT_COLUMNS if c in names]) for file, names in columns_by_file],
+                       what="log columns (SPEC 1.1), or rate the files separately")
 
 
 def _csv_options(path: Path, columns: list[str], batch_rows: int = 1 << 62):
