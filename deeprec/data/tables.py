@@ -8,6 +8,7 @@ would turn them into floats: 7 -> "7.0", and 2^53 + 1 -> 2^53).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterable
 
@@ -54,7 +55,21 @@ def as_text_columns(table: pa.Table, columns: Iterable[str]) -> pa.Table:
             if pa.types.is_dictionary(column.type):
                 column = column.cast(column.type.value_type)
             table = table.set_column(table.schema.get_field_index(name), name, pc.cast(column, pa.string()))
+            table = _pandas_text_metadata(table, name)
     return table
+
+
+def _pandas_text_metadata(table: pa.Table, name: str) -> pa.Table:
+    """The pandas metadata a Parquet file carries, with column `name` now text (else to_pandas would
+    rebuild its old dtype, e.g. Int64, from the strings and fail)."""
+    metadata = table.schema.metadata or {}
+    if b"pandas" not in metadata:
+        return table
+    info = json.loads(metadata[b"pandas"])
+    for column in info.get("columns", []):
+        if column.get("name") == name:
+            column.update(pandas_type="unicode", numpy_type="object", metadata=None)
+    return table.replace_schema_metadata({**metadata, b"pandas": json.dumps(info).encode()})
 
 
 def text_columns_of(dtype) -> list[str]:
