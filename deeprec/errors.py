@@ -2,7 +2,9 @@
 
 
 class DeeprecError(Exception):
-    """A mistake in the user's input, data or configuration (not a bug in deeprec)."""
+    """A mistake in the user's input, data or configuration (not a bug in deeprec); the CLIs exit with exit_code."""
+
+    exit_code = 2
 
 
 class DataError(DeeprecError):
@@ -15,3 +17,9 @@ class ConfigError(DeeprecError):
 
 class CheckpointError(DeeprecError):
     """A checkpoint that is missing, truncated, of another model, or unsafe to load."""
+
+
+class TrainingInterrupted(DeeprecError):
+    """Training stopped by SIGTERM (a scheduler's stop) after writing last.ckpt; exit status 143."""
+
+    exit_code = 143

@@ -247,3 +247,31 @@ def test_one_parquet_file_of_scores_replaces_only_its_own(inputs, tmp_path, monk
         assert code == 0, err
     assert len(pd.read_parquet(mine)) > 0
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no lock or temporary left
+
+
+@pytest.mark.parametrize("command", ("train", "compare"))
+def test_seed_and_tuning_outputs_are_the_commands_own(command, inputs, tmp_path, monkeypatch, capsys):
+    # case: output-seeds-and-tuning: compare's out_dir/seed<k>/ and tuning/, train's run_dir/tuning/ are listed in
+    # the manifest, replaced by a rerun, and files a user put beside them stay
+    import json
+
+    out = tmp_path / "mine"
+    extra = ["model=ease", "tune=2"] if command == "train" else ["models=[pop,ease]", "seeds=[1,2]", "tune=2"]
+    code, err = run_cli(MODULES[command], argv(command, out, inputs, *extra), monkeypatch, capsys)
+    assert code == 0, err
+    manifest = json.loads((out / ".deeprec" / "manifest.json").read_text())
+    ours = ["tuning/ease.json"] + (["seed1/leaderboard.md", "seed2/leaderboard.csv", "tuning/chosen.yaml"]
+                                   if command == "compare" else [])
+    for name in ours:
+        assert (out / name).is_file() and name in manifest["files"], name
+    trial = out / "tuning" / "ease" / "trial-000"  # each trial: a deeprec-train folder of its own
+    assert json.loads((trial / ".deeprec" / "manifest.json").read_text())["command"] == "deeprec-train"
+    planted = {"tuning/notes.txt": b"mine", **({"seed1/notes.txt": b"mine too"} if command == "compare" else {})}
+    for name, content in planted.items():
+        (out / name).write_bytes(content)
+    (out / ours[0]).write_text("{}")  # deeprec's own file: the rerun writes it again
+    code, err = run_cli(MODULES[command], argv(command, out, inputs, *extra), monkeypatch, capsys)
+    assert code == 0, err
+    for name, content in planted.items():
+        assert (out / name).read_bytes() == content, name
+    assert len(json.loads((out / ours[0]).read_text())["trials"]) == 2

@@ -6,7 +6,6 @@ import dataclasses
 import errno
 import functools
 import os
-import signal
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -28,22 +27,17 @@ USER_OS_ERRORS = (
 
 def report_user_errors(prog: str) -> Callable:
     """Decorator: a DeeprecError, an unwritable/full disk or a non-finite training loss ends the
-    program with one line on stderr and exit code 2 (tracebacks are kept for bugs)."""
+    program with one line on stderr and exit code 2 (a SIGTERM during training: 143, after
+    deeprec.checkpointing wrote last.ckpt); tracebacks are kept for bugs."""
 
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def inner(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
-            except SystemExit as exc:
-                if type(exc).__name__ != "SIGTERMException":  # Lightning's, raised after a SIGTERM
-                    raise
-                print(f"{prog}: stopped by SIGTERM; checkpoints/last.ckpt holds the last finished epoch: "
-                      "the same command with resume=true continues from it", file=sys.stderr)
-                sys.exit(128 + signal.SIGTERM)
             except (DeeprecError, FloatingPointError) as exc:  # FloatingPointError: a NaN/inf loss, naming the step
                 print(f"{prog}: error: {exc}", file=sys.stderr)
-                sys.exit(2)
+                sys.exit(exc.exit_code if isinstance(exc, DeeprecError) else 2)  # 143: TrainingInterrupted (SIGTERM)
             except OSError as exc:
                 if exc.errno in USER_OS_ERRORS:
                     where = f" {exc.filename}" if exc.filename else ""
@@ -64,7 +58,7 @@ class TrainerConfig:
     strategy: str = "auto"
     num_nodes: int = 1
     precision: str = "32-true"
-    max_epochs: int = 20
+    max_epochs: int = 200
     gradient_clip_val: float | None = None
     log_every_n_steps: int = 50
     deterministic: bool = True

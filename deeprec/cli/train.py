@@ -6,6 +6,7 @@ metrics.json (the shared evaluation of the test split) and id_maps/{users,items}
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from pathlib import Path
 import hydra
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from deeprec.atomic import link_atomic, write_json_atomic, write_parquet_atomic, write_text_atomic
 from deeprec.cli.common import (
@@ -38,6 +39,12 @@ log = logging.getLogger("deeprec.train")
 
 
 @dataclass
+class CheckpointConfig:
+    every_n_epochs: int = 0  # write last.ckpt + best.ckpt every N epochs (0: not by count)
+    every_seconds: float = 120.0  # ... and when this long has passed since the last write (0: not by time)
+
+
+@dataclass
 class RunConfig:
     """The keys of train.yaml besides data / model / trainer (compare.yaml adds its own)."""
 
@@ -47,7 +54,10 @@ class RunConfig:
     resume: bool = False
     strict: bool = False  # more than max_reject_share of the rows rejected is an error, not a warning
     max_reject_share: float = 0.5
+    tune: int = 0  # Optuna trials on the valid split before the run (deeprec.tuning)
+    tune_timeout: float | None = None  # seconds of tuning
     eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
 def validate_run(cfg: DictConfig) -> None:
@@ -56,6 +66,8 @@ def validate_run(cfg: DictConfig) -> None:
     run = validate_section({k: v for k, v in plain(cfg).items() if k in keys}, RunConfig, "config")
     run.eval.check()
     IntakeConfig(run.strict, run.max_reject_share).check()
+    if run.checkpoint.every_n_epochs < 0 or run.checkpoint.every_seconds < 0:
+        raise ConfigError("checkpoint.every_n_epochs and checkpoint.every_seconds must not be negative")
     trainer = validate_section(cfg.trainer, TrainerConfig, "trainer")
     if trainer.max_epochs == 0 or trainer.max_epochs < -1:
         raise ConfigError(f"trainer.max_epochs={trainer.max_epochs} trains nothing; give 1 or more (-1: until early stopping)")
@@ -88,56 +100,48 @@ def write_id_maps(data, run_dir: Path) -> None:
         write_parquet_atomic(pd.DataFrame({"index": range(len(ids)), "id": [str(i) for i in ids]}), out / f"{kind}.parquet")
 
 
-def make_trainer(cfg: DictConfig, data, run_dir: Path, logger):
-    """A Lightning Trainer with the shared evaluation callback, checkpoints and early stopping."""
-    import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+def monitored_metric(cfg: DictConfig, data) -> str | None:
+    """valid/<eval.monitor>, or None when the valid split has no user (nothing to monitor)."""
+    return f"valid/{cfg.eval.monitor}" if data.truth("valid").nnz else None
 
+
+
+def make_trainer(cfg: DictConfig, data, run_dir: Path, logger, extra_callbacks=()):
+    """A Lightning Trainer with the shared evaluation callback, early stopping on valid/<monitor>
+    (patience, min_delta), the one-line epoch report and deeprec's checkpoints (best weights in
+    memory, few disk writes: deeprec.checkpointing is the one place a fit's checkpoints are written)."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    from deeprec.checkpointing import RunCheckpoints
     from deeprec.console import quiet_lightning
     from deeprec.evaluation.callbacks import EpochLine, FullRankingEvaluation
 
     quiet_lightning()
     tcfg = validate_section(cfg.trainer, TrainerConfig, "trainer")
-    monitor = f"valid/{cfg.eval.monitor}"
-    has_valid = (data.frame["split"] == "valid").any()
-    callbacks = [
-        FullRankingEvaluation(data, ks=cfg.eval.ks, batch_size=cfg.eval.batch_size),
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="best",
-            monitor=monitor if has_valid else None,
-            mode="max",
-            save_top_k=1,
-            enable_version_counter=False,
-        ),
-        # Lightning's save_last only rewrites last.ckpt together with a new best; resume needs
-        # the latest epoch, so a second unmonitored checkpoint overwrites it every epoch.
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="last",
-            monitor=None,
-            save_top_k=1,
-            every_n_epochs=1,
-            enable_version_counter=False,
-        ),
-    ]
-    if has_valid and cfg.eval.patience:
-        callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=cfg.eval.patience, verbose=False))
-    callbacks.append(EpochLine(monitor if has_valid else None))
+    monitor = monitored_metric(cfg, data)
+    callbacks = [FullRankingEvaluation(data, ks=cfg.eval.ks, batch_size=cfg.eval.batch_size), *extra_callbacks]
+    if monitor is not None and cfg.eval.patience:
+        callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=cfg.eval.patience, min_delta=cfg.eval.min_delta))
+    callbacks.append(EpochLine(monitor))
+    checkpoints = cfg.get("checkpoint") or {}
+    callbacks.append(RunCheckpoints(run_dir / "checkpoints", monitor, every_n_epochs=checkpoints.get("every_n_epochs", 0),
+                                    every_seconds=checkpoints.get("every_seconds", 120.0)))
     kwargs = {k: v for k, v in vars(tcfg).items() if v is not None}
     return pl.Trainer(
         default_root_dir=str(run_dir),
         logger=logger,
         callbacks=callbacks,
+        enable_checkpointing=False,  # RunCheckpoints writes best.ckpt and last.ckpt
         num_sanity_val_steps=0,
         enable_model_summary=False,
         **kwargs,
     )
 
 
-def fit_model(cfg: DictConfig, data, run_dir: Path, logger):
-    """Build and fit cfg.model on data; returns the best model (a Trainer's is reloaded from its checkpoint)."""
-    from deeprec.checkpoint import load_recommender, save_checkpoint
+def fit_model(cfg: DictConfig, data, run_dir: Path, logger, callbacks=()):
+    """Build and fit cfg.model on data; returns the best model (a Trainer's leaves fit with its best weights)."""
+    from deeprec.checkpoint import save_checkpoint
 
     model = build_model(cfg.model, data, seed=cfg.seed)
     model.check_data(data)
@@ -145,13 +149,20 @@ def fit_model(cfg: DictConfig, data, run_dir: Path, logger):
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     if model.uses_trainer:  # the Trainer places the model on its devices itself
-        trainer = make_trainer(cfg, data, run_dir, logger)
+        trainer = make_trainer(cfg, data, run_dir, logger, callbacks)
+        model.monitor = monitored_metric(cfg, data)  # what a plateau schedule follows
         resume_from = str(last) if cfg.resume and last.exists() else None
         if resume_from is not None:
             check_resume_matches(last, model)
-        model.fit(data, trainer=trainer, ckpt_path=resume_from)
-        best = ckpt_dir / "best.ckpt"
-        model, _ = load_recommender(best if best.exists() else last)
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        from deeprec.errors import TrainingInterrupted
+
+        try:
+            model.fit(data, trainer=trainer, ckpt_path=resume_from)  # leaves fit with the best weights
+        except SIGTERMException:
+            raise TrainingInterrupted(f"stopped by SIGTERM; {last} holds the last finished epoch: continue with resume=true") from None
+        model.cpu()
     else:
         model.to(device).fit(data)
         save_checkpoint(model, data, ckpt_dir / "best.ckpt")
@@ -183,9 +194,13 @@ def run_inputs(data: DictConfig, model: DictConfig) -> list:
     return [*data_inputs(data), model.get("feature_path")]
 
 
-def run_training(cfg: DictConfig, data=None) -> TrainResult:
+def run_training(cfg: DictConfig, data=None, callbacks=(), test: bool = True) -> TrainResult:
     """The whole job; writes checkpoints, TensorBoard events and metrics.json into cfg.run_dir, a
-    folder deeprec owns (deeprec.outputs): a fresh run replaces only what deeprec wrote there."""
+    folder deeprec owns (deeprec.outputs): a fresh run replaces only what deeprec wrote there.
+
+    `callbacks`: extra Lightning callbacks (a tuning trial's pruner); test=false (a tuning trial)
+    evaluates the valid split only, so nothing chosen from it has seen the test split. With tune=N,
+    N trials on the valid split choose the model's values first (run_dir/tuning/<model>.json)."""
     from pytorch_lightning.utilities import rank_zero_only
 
     from deeprec.outputs import claim_output
@@ -194,12 +209,28 @@ def run_training(cfg: DictConfig, data=None) -> TrainResult:
     model_kwargs(cfg.model)  # a bad model or data key fails here, before run_dir is touched
     data_cfg = data_config(cfg.data) if data is None else None
     if rank_zero_only.rank != 0:  # DDP workers: rank 0 holds run_dir and writes its files
-        return train_into(None, cfg, data, data_cfg)
+        return train_into(None, cfg, data, data_cfg, callbacks, test)
     with claim_output(cfg.run_dir, "deeprec-train", key="run_dir", inputs=run_inputs(cfg.data, cfg.model)) as out:
-        return train_into(out, cfg, data, data_cfg)
+        return train_into(out, cfg, data, data_cfg, callbacks, test)
 
 
-def train_into(out, cfg: DictConfig, data, data_cfg) -> TrainResult:
+def tuned_config(out, cfg: DictConfig, data, run_dir: Path) -> DictConfig:
+    """cfg with the model values cfg.tune Optuna trials on the valid split chose (deeprec.tuning);
+    the study's record run_dir/tuning/<model>.json is one of the run's files."""
+    from deeprec.tuning import tune_model
+
+    name = cfg.model.name
+    if out is not None:
+        out.own([f"tuning/{name}.json"])
+        out.make_folders("tuning")
+    chosen = tune_model(cfg, name, cfg.model, data, int(cfg.tune), cfg.get("tune_timeout"), run_dir)
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.model = OmegaConf.merge(cfg.model, chosen)
+    return cfg
+
+
+def train_into(out, cfg: DictConfig, data, data_cfg, callbacks=(), test: bool = True) -> TrainResult:
     """run_training's work in the claimed run_dir `out` (None on DDP worker ranks)."""
     import pytorch_lightning as pl
     import torch
@@ -215,6 +246,8 @@ def train_into(out, cfg: DictConfig, data, data_cfg) -> TrainResult:
         report_data(data, IntakeConfig(bool(cfg.get("strict", False)), float(cfg.get("max_reject_share", 0.5))))
     if out is not None:  # the data is read and checked: now the earlier run's files may go
         fingerprint = {"data": data_fingerprint(data), "model": plain(cfg.model), "seed": int(cfg.seed)}
+        if cfg.get("tune"):  # the untuned model and the tuning budget: the same trials choose the same values
+            fingerprint["tune"] = [int(cfg.tune), cfg.get("tune_timeout")]
         if cfg.resume:
             out.check_fingerprint("train", fingerprint, "resume=true", fix="resume=false to start afresh")
             if not (run_dir / "checkpoints" / "last.ckpt").exists():
@@ -224,9 +257,12 @@ def train_into(out, cfg: DictConfig, data, data_cfg) -> TrainResult:
         if gone:
             log.info("resume=false: replacing the earlier run's %d files in %s", len(gone), run_dir)
         out.set_fingerprint("train", fingerprint)
+    if cfg.get("tune"):
+        cfg = tuned_config(out, cfg, data, run_dir)
+    if out is not None:
         write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
-    model = fit_model(cfg, data, run_dir, logger)
+    model = fit_model(cfg, data, run_dir, logger, callbacks)
     if out is None:
         # DDP worker processes end after fit: rank 0 alone evaluates and writes the run's files
         # (two ranks writing id_maps/ through the same temporary name made one of them crash).
@@ -235,6 +271,10 @@ def train_into(out, cfg: DictConfig, data, data_cfg) -> TrainResult:
     valid = {}
     if (data.frame["split"] == "valid").any():
         valid = evaluate_recommender(model, data, "valid", ks=cfg.eval.ks, batch_size=cfg.eval.batch_size)
+    if not test:
+        write_json_atomic(valid, run_dir / "valid_metrics.json")
+        logger.finalize("success")
+        return TrainResult({}, valid, model, data, np.zeros(0, np.int64), torch.zeros(0, 0, dtype=torch.int64))
     metrics, test_users, test_topk = evaluate_recommender(
         model, data, "test", ks=cfg.eval.ks, batch_size=cfg.eval.batch_size, return_topk=True
     )
@@ -263,7 +303,9 @@ def train_into(out, cfg: DictConfig, data, data_cfg) -> TrainResult:
 @hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
 @report_user_errors("deeprec-train")
 def main(cfg: DictConfig) -> float:
-    """Returns the validation metric (cfg.eval.monitor) so Optuna sweeps optimise on valid, not test."""
+    """Returns the validation metric (cfg.eval.monitor) so Optuna sweeps optimise on valid, not test.
+    With tune=N, N trials on the valid split choose the model's values first (recorded in
+    run_dir/tuning/<model>.json and in config.yaml)."""
     result = run_training(cfg)
     return float(result.valid_metrics.get(cfg.eval.monitor, float("nan")))
 
