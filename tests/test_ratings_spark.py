@@ -258,7 +258,10 @@ def test_cli_engine_spark_writes_the_same_folder(tmp_path, monkeypatch, capsys):
     code, err = run_cli("deeprec.cli.ratings", [f"input={path}", f"output={tmp_path / 'sp'}", "ratings.min_courses=1", "engine=spark",
                                                  "spark.shuffle_partitions=3"], monkeypatch, capsys)
     assert code == 0, err
-    assert sorted(p.name for p in (tmp_path / "sp").iterdir()) == ["lesson_durations.parquet", "ratings.parquet", "rejects.parquet", "summary.json"]
+    # beside deeprec's ownership marker (.deeprec/, deeprec.outputs) the four files of the pandas engine
+    assert sorted(p.name for p in (tmp_path / "sp").iterdir()) == [".deeprec", "lesson_durations.parquet", "ratings.parquet",
+                                                                   "rejects.parquet", "summary.json"]
+    assert sorted(p.name for p in (tmp_path / "sp").iterdir()) == sorted(p.name for p in (tmp_path / "pd").iterdir())
     for name in ("ratings", "lesson_durations", "rejects"):
         pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "pd" / f"{name}.parquet"),
                                       pd.read_parquet(tmp_path / "sp" / f"{name}.parquet"), check_exact=False, rtol=0, atol=1e-6)
