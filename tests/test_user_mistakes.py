@@ -174,7 +174,7 @@ def test_sigterm_stops_training_with_a_non_zero_exit(table, tmp_path):
     # case: sigterm-during-training: exit 143 and a line saying how to continue
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "deeprec.cli.train", "data=interactions", f"data.path={table}", *NCF_TINY,
-           "trainer.max_epochs=100000", f"run_dir={run_dir}"]
+           "trainer.max_epochs=100000", "checkpoint.every_n_epochs=1", f"run_dir={run_dir}"]  # last.ckpt after epoch 1
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 120
