@@ -34,7 +34,7 @@ from deeprec.errors import ConfigError, DataError
 from deeprec.ranking import full_ranking_topk
 from deeprec.scoring.content import fallback_lists
 from deeprec.scoring.explain import check_explainable, explanations, list_array
-from deeprec.scoring.output import SCHEMA, PartFolder, SingleFile, file_sha256
+from deeprec.scoring.output import SCHEMA, PartFolder, SingleFile, file_sha256, shard_tag
 
 log = logging.getLogger("deeprec.score")
 
@@ -98,43 +98,11 @@ def parse_shard(shard: str | None) -> tuple[int, int] | None:
 
 
 def read_id_list(path: str, column: str) -> np.ndarray:
-    """Ids (strings, first occurrence order, duplicates and blanks dropped) from a plain list (one id
-    per line, with or without a `column` header line), a CSV/TSV/semicolon table with a `column`
-    header, or a Parquet file with a `column` column (or a single column of any name)."""
-    file = Path(path)
-    if not file.is_file():
-        raise DataError(f"{path} does not exist; give a file of ids (one per line, or a table with {column})")
-    if file.suffix.lower() in (".parquet", ".pq"):
-        try:
-            table = pd.read_parquet(file)
-        except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
-            raise DataError(f"{path}: cannot be read as Parquet ({str(exc).splitlines()[0]})") from None
-        if column not in table.columns and table.shape[1] != 1:
-            raise DataError(f"{path}: required column '{column}' is missing (columns: {list(table.columns)}); "
-                            "give it one, or a single column of ids")
-        ids = table[column if column in table.columns else table.columns[0]]
-    else:
-        try:
-            lines = file.read_text(encoding="utf-8-sig").splitlines()
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: is not valid UTF-8 text (byte {exc.start}: {exc.reason})") from None
-        first = next((line for line in lines if line.strip()), "")
-        sep = next((s for s in ("\t", ";", ",") if s in first), None)
-        header = [f.strip().strip('"') for f in (first.split(sep) if sep else [first])]
-        if sep is not None and column in header:
-            ids = pd.read_csv(file, sep=sep, dtype=str, encoding="utf-8-sig", keep_default_na=False,
-                              skip_blank_lines=True)[column]
-        elif sep is not None:
-            raise DataError(f"{path}: no column '{column}' in the header {header}; name the column {column}, "
-                            "or give one id per line")
-        else:  # a plain list; a first line that is the column's name is its header
-            values = [line.strip().strip('"') for line in lines]
-            ids = pd.Series(values[1:] if values and values[0] == column else values, dtype=object)
-    ids = ids.dropna().astype(str).str.strip()
-    ids = ids[ids != ""]
-    if len(ids) == 0:
-        raise DataError(f"{path}: no {column} in the file")
-    return pd.unique(ids.to_numpy(dtype=object))
+    """Ids (strings, first occurrence order, duplicates dropped) from a plain list (one id per line),
+    a CSV/TSV with a `column` header, or a Parquet file (deeprec.data.tables.read_id_column)."""
+    from deeprec.data.tables import read_id_column
+
+    return read_id_column(path, column).to_numpy(dtype=object)
 
 
 def auto_batch_size(n_items: int, device: torch.device, cfg: ScoreConfig) -> int:
@@ -218,8 +186,9 @@ def run_fingerprint(cfg: ScoreConfig, n_targets: int) -> dict[str, Any]:
 
 
 def part_table(ids: np.ndarray, values: np.ndarray, items: np.ndarray, item_ids: np.ndarray,
-               extra: dict[str, np.ndarray] | None = None) -> pa.Table:
-    """Rows (user_id, rank 1.., item_id, score) of top-k lists: values/items [P, k]; -1 pads are dropped.
+               fallback: np.ndarray | None = None, extra: dict[str, np.ndarray] | None = None) -> pa.Table:
+    """Rows (user_id, rank 1.., item_id, score, fallback) of top-k lists: values/items [P, k], fallback [P]
+    (the fallback's rows, whose score is not the model's); -1 pads are dropped.
 
     extra (explain=true): "because" [P, k, t] history item indices (-1 pads), "because_weights"
     [P, k, t], and "contribution_<part>" [P, k] arrays, written as because_items (list of ids),
@@ -232,6 +201,7 @@ def part_table(ids: np.ndarray, values: np.ndarray, items: np.ndarray, item_ids:
         "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), p)[keep]),
         "item_id": pa.array(np.asarray(item_ids, dtype=object)[flat_items], pa.string()),
         "score": pa.array(values.ravel()[keep].astype(np.float32)),
+        "fallback": pa.array(np.repeat(np.zeros(p, bool) if fallback is None else fallback, k)[keep]),
     }
     fields = list(SCHEMA)
     if extra is not None:
@@ -244,14 +214,34 @@ def part_table(ids: np.ndarray, values: np.ndarray, items: np.ndarray, item_ids:
             if name.startswith("contribution_"):
                 columns[name] = pa.array(part.reshape(-1)[keep].astype(np.float32))
                 fields.append(pa.field(name, pa.float32()))
-    return pa.table(columns, schema=pa.schema(fields))
+    return pa.table(columns, schema=pa.schema(fields, metadata=SCHEMA.metadata))
 
 
 def score_users(cfg: ScoreConfig) -> dict[str, Any]:
-    """Score cfg's users with cfg.ckpt's model and write cfg.output; returns the run summary."""
-    from tqdm.auto import tqdm
+    """Score cfg's users with cfg.ckpt's model and write cfg.output; returns the run summary.
+
+    The output is claimed first (deeprec.outputs: a folder deeprec created, locked for this shard;
+    or one .parquet file deeprec wrote), before the checkpoint is read."""
+    from deeprec.outputs import claim_output
 
     check_config(cfg)
+    inputs = [cfg.ckpt, cfg.users, cfg.items]
+    if str(cfg.output).lower().endswith(".parquet"):
+        sink = SingleFile(cfg.output, inputs)
+        try:
+            return _score_into(cfg, sink)
+        except BaseException:
+            sink.abort()
+            raise
+    lock = shard_tag(parse_shard(cfg.shard)) or "run"
+    with claim_output(cfg.output, "deeprec-score", key="output", inputs=inputs, lock=lock) as out:
+        return _score_into(cfg, out)
+
+
+def _score_into(cfg: ScoreConfig, out) -> dict[str, Any]:
+    """score_users' work; `out` is the SingleFile sink or the claimed OutputFolder."""
+    from tqdm.auto import tqdm
+
     started = time.perf_counter()
     device = resolve_device(cfg.device, "device", allow_auto=False)
     model, meta = load_recommender(cfg.ckpt)
@@ -263,13 +253,16 @@ def score_users(cfg: ScoreConfig) -> dict[str, Any]:
     exclude = seen if columns is None else seen[:, columns].tocsr()
     fallback_values, fallback_items = popularity_topk(exclude, cfg.k)
 
-    single = str(cfg.output).lower().endswith(".parquet")
+    if len(ranked_ids) < cfg.k:
+        log.warning("WARNING: k=%d is more than the %d items ranked; every list has at most %d items",
+                    cfg.k, len(ranked_ids), len(ranked_ids))
+    single = isinstance(out, SingleFile)
     if single:
-        sink = SingleFile(cfg.output)
+        sink = out
         unknown_path = Path(str(cfg.output)[: -len(".parquet")] + "_unknown_users.txt")
     else:
-        sink = PartFolder(cfg.output, run_fingerprint(cfg, len(targets)), parse_shard(cfg.shard), cfg.resume)
-        unknown_path = sink.folder / (f"_unknown_users-{sink.tag}.txt" if sink.tag else "_unknown_users.txt")
+        sink = PartFolder(out, run_fingerprint(cfg, len(targets)), parse_shard(cfg.shard), cfg.resume)
+        unknown_path = sink.unknown_path
         if sink.complete:
             log.info("output=%s is already complete; nothing to do (resume=false to redo it)", cfg.output)
             return {**json.loads(sink.success_path.read_text()), "already_complete": True}
@@ -327,11 +320,7 @@ def score_users(cfg: ScoreConfig) -> dict[str, Any]:
                                      batch_size, device)
                 extra = {name: part[keep] for name, part in extra.items()}
                 extra["item_ids"] = item_ids
-            sink.write_part(number, part_table(ids[keep], values[keep], items[keep], ranked_ids, extra))
-    except BaseException:
-        if single:
-            sink.abort()
-        raise
+            sink.write_part(number, part_table(ids[keep], values[keep], items[keep], ranked_ids, ~by_model[keep], extra))
     finally:
         bar.close()
 
@@ -355,4 +344,15 @@ def score_users(cfg: ScoreConfig) -> dict[str, Any]:
         "seconds": round(seconds, 3),
     }
     sink.finish(summary)
+    log.info("%s", score_line(summary, cfg))
     return summary
+
+
+def score_line(summary: dict[str, Any], cfg: ScoreConfig) -> str:
+    """'deeprec-score: 3 users: 2 scored by the model, 1 by the popularity fallback (1 unknown id) -> OUT'."""
+    others = summary["users"] - summary["users_scored_by_model"]
+    unknown = summary["users_unknown"]
+    tail = f" ({unknown} unknown id{'s' if unknown != 1 else ''})" if unknown else ""
+    rest = f"{others} skipped (fallback=skip)" if cfg.fallback == "skip" else f"{others} by the popularity fallback"
+    return (f"deeprec-score: {summary['users']} users: {summary['users_scored_by_model']} scored by the model, "
+            f"{rest}{tail} -> {summary['rows']} rows in {summary['output']}")
