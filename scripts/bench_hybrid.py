@@ -79,11 +79,13 @@ def main() -> None:
     t = time.perf_counter()
     data = generate(args.users, args.items, args.per_user)
     generate_s = time.perf_counter() - t
+    print(f"generated {data.n_users} x {data.n_items} in {generate_s:.0f} s", flush=True)
     members = args.members.split(",")
     t = time.perf_counter()
     model = HybridRecommender(data.n_users, data.n_items, seed=1, members=members, n_candidates=args.candidates,
                               blend="lsq", blend_max_users=5000).fit(data)
     fit_s = time.perf_counter() - t
+    print(f"fitted the hybrid in {fit_s:.0f} s", flush=True)
     model.observe(data, ("train", "valid"))
     model.eval()
     exclude = data.matrix(("train", "valid"), binary=True)
@@ -91,6 +93,7 @@ def main() -> None:
     rank_users(model.score, users[: args.batch], exclude, args.k, args.batch)  # warm-up
 
     per_member = {m.name: rank_users(m.model.score, users, exclude, args.k, args.batch) for m in model.members}
+    print(f"members alone: {per_member}", flush=True)
     runs = {}
     for label, rules in (("default", {}), ("all rules on", {"popularity_penalty": 0.2, "freshness": 0.2, "diversity": 0.3})):
         for key, value in rules.items():
