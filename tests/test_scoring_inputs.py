@@ -25,7 +25,6 @@ IDS = ["u7", "007", "x y", "u7"]
     ("bom.csv", "\ufeffuser_id\nu7\n007\nx y\n"),
     ("two_columns.csv", "segment,user_id\na,u7\nb,007\nc,x y\n"),
     ("tabs.tsv", "user_id\tsegment\nu7\ta\n007\tb\nx y\tc\n"),
-    ("semicolons.csv", "user_id;segment\nu7;a\n007;b\nx y;c\n"),
     ("quoted.csv", '"user_id"\n"u7"\n"007"\n"x y"\n'),
 ])
 def test_user_lists_in_every_form(tmp_path, name, content):
@@ -40,10 +39,10 @@ def test_parquet_lists_with_the_column_or_a_single_one(tmp_path):
     for name in ("named.parquet", "single.parquet"):
         assert read_id_list(str(tmp_path / name), "user_id").tolist() == ["u7", "007", "x y"]
     pd.DataFrame({"a": IDS, "b": IDS}).to_parquet(tmp_path / "two.parquet")
-    with pytest.raises(DataError, match="user_id.*missing"):
+    with pytest.raises(DataError, match="no column user_id"):
         read_id_list(str(tmp_path / "two.parquet"), "user_id")
     (tmp_path / "wrong.csv").write_text("id,segment\nu7,a\n")
-    with pytest.raises(DataError, match="no column 'user_id' in the header"):
+    with pytest.raises(DataError, match="no column user_id in the header"):
         read_id_list(str(tmp_path / "wrong.csv"), "user_id")
 
 

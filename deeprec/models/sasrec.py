@@ -55,7 +55,8 @@ class SASRec(HistoryBuffers, ItemContent, LightningRecommender):
     name = "sasrec"
     config_class = SASRecConfig
 
-    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, n_features: int = 0, **config) -> None:
+    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, n_features: int = 0, n_user_features: int = 0,
+                 **config) -> None:
         super().__init__(n_users, n_items, seed, **config)
         cfg = self.config
         d = cfg.embedding_dim
@@ -64,7 +65,7 @@ class SASRec(HistoryBuffers, ItemContent, LightningRecommender):
         with torch.no_grad():
             self.item_embedding.weight[n_items].zero_()
         self.position_embedding = nn.Embedding(cfg.max_len, d)
-        self.register_content(n_items, n_features, d)
+        self.register_content(n_items, n_features, d, n_users, n_user_features)  # no user features read (0 wide)
         layer = nn.TransformerEncoderLayer(d, cfg.num_heads, dim_feedforward=d, dropout=cfg.dropout, activation="gelu",
                                            batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, cfg.num_blocks, enable_nested_tensor=False)
