@@ -54,6 +54,32 @@ class Recommender(ABC):
             self.load_state_tensors({k: v.to(self.device) for k, v in state.items()})
         return self
 
+    # -- online learning (deeprec-serve's feedback loop) ---------------------------------------
+    def add_users(self, count: int) -> bool:
+        """Make room for `count` new users with no history, at indices n_users .. n_users + count - 1.
+
+        Returns whether score() ranks them from their own (online) state. The default, for models whose
+        per-user parameters only fit() learns, adds nothing and returns False: callers serve such
+        users a fallback.
+        """
+        return False
+
+    def learn_online(self, users: torch.Tensor, items: torch.Tensor, rewards: torch.Tensor,
+                     timestamps: torch.Tensor) -> None:
+        """Fold new events into the state without retraining, in the order given, so the next score() reflects them.
+
+        users, items: [E] int64 indices; rewards: [E] float64; timestamps: [E] float64 epoch seconds.
+        The result depends only on the sequence of events, not on how it is cut into calls (a service
+        replays its log in large blocks). Default: nothing (scores that only fit() changes).
+        """
+
+    def explain(self, users: torch.Tensor, items: torch.Tensor, top: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+        """(history items [B, top] int64, weights [B, top]): what made user b's score of items[b].
+
+        -1 and weight 0 where there is nothing to show; the default, for models that cannot explain.
+        """
+        return torch.full((len(users), top), -1, dtype=torch.int64), torch.zeros(len(users), top)
+
     # -- persistence ---------------------------------------------------------------------------
     @abstractmethod
     def state_tensors(self) -> dict[str, torch.Tensor]:

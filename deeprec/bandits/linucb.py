@@ -147,6 +147,18 @@ class BatchedLinUCB:
         self.theta = torch.zeros_like(self.b)
         self.updates_since_inverse = torch.zeros(self.n_users, dtype=torch.int64, device=self.device)
 
+    def add_users(self, count: int) -> None:
+        """Append `count` users at the prior (A = λI, b = 0), indices n_users .. n_users + count - 1."""
+        if count <= 0:
+            return
+        eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
+        self.A = torch.cat([self.A, (self.lam * eye).expand(count, -1, -1)])
+        self.A_inv = torch.cat([self.A_inv, (eye / self.lam).expand(count, -1, -1)])
+        self.b = torch.cat([self.b, self.b.new_zeros(count, self.dim)])
+        self.theta = torch.cat([self.theta, self.theta.new_zeros(count, self.dim)])
+        self.updates_since_inverse = torch.cat([self.updates_since_inverse, self.updates_since_inverse.new_zeros(count)])
+        self.n_users += count
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Named tensors for a weights_only checkpoint (A_inv and θ are rebuilt from A and b)."""
         return {"A": self.A, "b": self.b, "hyper": torch.tensor([self.alpha, self.lam], dtype=torch.float64)}

@@ -205,6 +205,30 @@ class LinUCBRecommender(Recommender):
         if self.bandit is not None and tuple(splits) != ("train",):
             self._fit_users(data, tuple(splits))
 
+    # -- online learning --------------------------------------------------------------------
+    def add_users(self, count: int) -> bool:
+        """New users start at the ridge prior; their ability is the mean ability (personalised α)."""
+        if self.bandit is None:
+            return False
+        self.bandit.add_users(count)
+        mean_ability = float(self.ability.mean()) if len(self.ability) else 0.0
+        self.ability = torch.cat([self.ability, torch.full((count,), mean_ability, dtype=self.ability.dtype)])
+        self.watched = sp.vstack([self.watched, sp.csr_matrix((count, self.n_items), dtype=np.float32)]).tocsr()
+        self.n_users += count
+        return True
+
+    def learn_online(self, users, items, rewards, timestamps) -> None:
+        """Rank-1 updates of each user's ridge model on the played item's features and its reward
+        (batched: BatchedLinUCB.update); the watched matrix, which only the personalised α reads,
+        gains the items. A and b are sums, so the result does not depend on how events are batched."""
+        if self.bandit is None or len(users) == 0:
+            return
+        x = self.arm_features.to(self.bandit.device, self.bandit.dtype)
+        self.bandit.update(users, x[items.to(self.bandit.device)], rewards)
+        if self.hp.alpha_mode == "personalised":
+            new = watched_matrix(users.cpu().numpy(), items.cpu().numpy(), self.n_users, self.n_items)
+            self.watched = ((self.watched + new) > 0).astype(np.float32).tocsr()
+
     def _new_bandit(self, dim: int) -> BatchedLinUCB:
         return BatchedLinUCB(
             self.n_users, dim, alpha=self.hp.alpha, lam=self.hp.lam, device=self.device, dtype=DTYPES[self.hp.dtype],
