@@ -89,7 +89,7 @@ def one_line(exc: ValidationError, body: str, prefix: str = "", single: bool = F
         text = f"missing field {where}"
     else:
         text = f"{where}: {first['msg'].removeprefix('Value error, ')}"
-        if "input" in first and kind not in ("model_type", "list_type"):
+        if "input" in first and not isinstance(first["input"], (dict, list)):
             text += f" (got {str(first['input'])[:60]!r})"
     more = len({tuple(e["loc"])[:2] for e in errors}) - 1
     return text + (f"; and {more} more problem(s)" if more > 0 else "")
@@ -122,6 +122,8 @@ def parse_feedback(raw: bytes, max_events: int) -> list[FeedbackEvent]:
         body, prefix = body["events"], "events"
     elif isinstance(body, dict):
         body, single = [body], True
+    elif isinstance(body, list):
+        prefix = "events"
     if not isinstance(body, list):
         raise BadRequest(422, "the body must be an event object, a list of events or {\"events\": [...]}", "wrong_type")
     if not body:
