@@ -74,9 +74,9 @@ def app_client(ckpt: Path, state_dir: Path, **overrides):
 class ServerProcess:
     """deeprec-serve in a subprocess on a free port: url, kill -9, graceful stop."""
 
-    def __init__(self, ckpt: Path, state_dir: Path, *overrides: str, timeout: float = 90.0) -> None:
+    def __init__(self, ckpt: Path, state_dir: Path, *overrides: str, port: int = 0, timeout: float = 90.0) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        args = [SERVE_BIN, f"ckpt={ckpt}", f"state_dir={state_dir}", "port=0", "log_level=warning", *overrides]
+        args = [SERVE_BIN, f"ckpt={ckpt}", f"state_dir={state_dir}", f"port={port}", "log_level=warning", *overrides]
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         deadline = time.monotonic() + timeout
@@ -107,6 +107,15 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+def free_port() -> int:
+    """A port nothing listens on now (the OS's choice for port 0)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def event(event_id, user_id, item_id, reward=1.0, timestamp=1.7e9, **extra) -> dict:
