@@ -19,7 +19,7 @@ import torch
 
 from deeprec.bandits.ability import student_ability
 from deeprec.bandits.features import VIDEO_FEATURES, attention, video_features, watched_matrix
-from deeprec.bandits.linucb import INVERSE_METHODS, BatchedLinUCB
+from deeprec.bandits.linucb import INVERSE_METHODS, BatchedLinUCB, PreparedArms
 from deeprec.errors import ConfigError, DataError
 from deeprec.recommender import Recommender, csr_to_tensors, tensors_to_csr
 
@@ -135,6 +135,7 @@ class LinUCBRecommender(Recommender):
         self.ability = torch.zeros(n_users, dtype=torch.float64)
         self.dif = torch.zeros(n_items, dtype=torch.float64)
         self.watched = sp.csr_matrix((n_users, n_items), dtype=np.float32)
+        self._prepared: tuple | None = None  # ((device, dtype), PreparedArms); reset when the arms change
 
     # -- fitting --------------------------------------------------------------------------------
     def _arm_features(self, data, rows: pd.DataFrame | None) -> np.ndarray:
@@ -192,6 +193,7 @@ class LinUCBRecommender(Recommender):
         rows = behaviour_rows(data, ("train",))
         x = self._arm_features(data, rows)
         self.arm_features = torch.from_numpy(x)
+        self._prepared = None
         if self.hp.features == "video_stats":
             self.dif = torch.from_numpy(x[:, VIDEO_FEATURES.index("dif")].copy())
         elif self.hp.alpha_mode == "personalised":
@@ -245,11 +247,18 @@ class LinUCBRecommender(Recommender):
         scores = attention(self.watched, self.dif.cpu().numpy(), rows)
         return (self.ability[rows].unsqueeze(1) * scores).to(self.device)
 
+    def scoring_arms(self) -> PreparedArms:
+        """The arm features prepared for scoring once per bandit, device and dtype (not once per call)."""
+        key = (self.bandit.device, self.bandit.dtype)
+        if self._prepared is None or self._prepared[0] != key:
+            self._prepared = (key, self.bandit.prepare_arms(self.arm_features.to(self.device)))
+        return self._prepared[1]
+
     @torch.no_grad()
     def score(self, users: torch.Tensor) -> torch.Tensor:
         """scores: [B, n_items] upper confidence bounds for users [B]."""
         users = users.to(self.device)
-        return self.bandit.ucb(self.arm_features.to(self.device), users, alpha=self.exploration(users)).float()
+        return self.bandit.ucb(self.scoring_arms(), users, alpha=self.exploration(users)).float()
 
     def to(self, device) -> "LinUCBRecommender":
         self.device = torch.device(device)
@@ -267,6 +276,7 @@ class LinUCBRecommender(Recommender):
 
     def load_state_tensors(self, state: dict[str, torch.Tensor]) -> None:
         self.arm_features = state["arm_features"].cpu().double()
+        self._prepared = None
         self.ability = state["ability"].cpu().double()
         self.dif = state["dif"].cpu().double()
         self.watched = tensors_to_csr(state, "watched")

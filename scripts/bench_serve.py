@@ -1,0 +1,401 @@
+"""Load test of deeprec-serve on loopback: a LinUCB head at 10k items x 100k learners, a mixed workload
+(/recommend : /feedback = 1 : 1, open loop at a fixed rate), against the floor measured in the same run:
+the same HTTP stack serving the same model's precomputed top-k from memory. Then /feedback at
+saturation (closed loop), and recovery after kill -9 with a long log tail.
+
+    python scripts/bench_serve.py                   # the README's figures (about 3 minutes)
+    python scripts/bench_serve.py --quick           # a smoke run (small catalogue, short phases)
+
+Every loop is bounded in count and in time and stops by itself; servers listen on 127.0.0.1 only and
+are stopped at the end. Writes bench_results/serve.json and serve.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+SERVE_BIN = str(Path(sys.executable).parent / "deeprec-serve")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--dim", type=int, default=16, help="LinUCB arm feature dimension")
+    parser.add_argument("--history", type=int, default=5, help="checkpoint interactions per learner")
+    parser.add_argument("--rate", type=float, default=300.0, help="/recommend requests per second (and as many /feedback)")
+    parser.add_argument("--batch", type=int, default=8, help="events per /feedback request in the mixed phase")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of each timed phase")
+    parser.add_argument("--saturation-clients", type=int, default=8)
+    parser.add_argument("--tail", type=int, default=200_000, help="events in the log tail when kill -9 lands")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--sync", default="full", help="wal.sync of the service")
+    parser.add_argument("--work", default="bench_results/serve_work")
+    parser.add_argument("--out", default="bench_results")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.users, args.items, args.seconds, args.tail, args.rate = 5000, 1000, 5.0, 20_000, 100.0
+    return args
+
+
+# -- the model ---------------------------------------------------------------------------------
+def build_checkpoint(args, work: Path) -> Path:
+    """A LinUCB head fitted on synthetic interactions (Zipf item popularity, d random item features)."""
+    from deeprec.bandits.recommender import LinUCBRecommender
+    from deeprec.checkpoint import save_checkpoint
+    from deeprec.data.interactions import from_frame
+
+    path = work / f"linucb_{args.users}x{args.items}x{args.dim}.ckpt"
+    if path.exists():
+        return path
+    rng = np.random.default_rng(args.seed)
+    n = args.users * args.history
+    popularity = 1.0 / np.arange(1, args.items + 1) ** 0.8
+    frame = pd.DataFrame({
+        "user_id": np.repeat([f"u{u}" for u in range(args.users)], args.history),
+        "item_id": np.array([f"i{i}" for i in range(args.items)], dtype=object)[rng.choice(args.items, n, p=popularity / popularity.sum())],
+        "rating": rng.integers(1, 6, n).astype(np.float32),
+    }).drop_duplicates(["user_id", "item_id"])
+    frame["split"] = "train"
+    features = pd.DataFrame(rng.normal(size=(args.items, args.dim)), index=[f"i{i}" for i in range(args.items)])
+    data = from_frame(frame, "bench", item_features=features, name="bench")
+    model = LinUCBRecommender(n_users=data.n_users, n_items=data.n_items, features="item_features", reward="rating",
+                              standardize_features=True, alpha=0.5).fit(data)
+    save_checkpoint(model, data, path)
+    return path
+
+
+def precompute_topk(ckpt: Path, users: list[str], k: int, work: Path) -> Path:
+    """The floor's lists: deeprec-score's top-k of the queried learners (seen items excluded)."""
+    from deeprec.scoring.batch import ScoreConfig, score_users
+
+    users_file = work / "floor_users.txt"
+    users_file.write_text("".join(f"{u}\n" for u in users))
+    out = work / "floor_topk.parquet"
+    score_users(ScoreConfig(ckpt=str(ckpt), output=str(out), k=k, users=str(users_file), progress=False, resume=False))
+    return out
+
+
+# -- processes ---------------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Process:
+    """A server subprocess that prints one JSON line with "listening" when it is ready."""
+
+    def __init__(self, args: list[str], timeout: float = 300.0) -> None:
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + timeout
+        self.info = None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith("{") and "listening" in line:
+                self.info = json.loads(line)
+                break
+        if self.info is None:
+            self.proc.kill()
+            raise RuntimeError(f"{args[0]} did not start: {self.proc.stderr.read()[-3000:]}")
+        self.url = self.info["listening"]
+
+    def wait_healthy(self, timeout: float = 60.0) -> float:
+        """Seconds from the spawn to the first 200 of /health."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
+                    return time.perf_counter() - self.started
+            except httpx.TransportError:
+                pass
+            time.sleep(0.01)
+        raise RuntimeError("never healthy")
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def floor_server_main(topk_path: str) -> None:
+    """The floor: the same Starlette + uvicorn stack and JSON shape, lists precomputed in a dict."""
+    import uuid
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    table = pd.read_parquet(topk_path)
+    lists = {user: [{"item_id": i, "score": float(s), "propensity": 1.0, "because": []} for i, s in zip(g["item_id"], g["score"])]
+             for user, g in table.groupby("user_id", sort=False)}
+
+    async def recommend(request: Request):
+        body = json.loads(await request.body())
+        return JSONResponse({"decision_id": uuid.uuid4().hex, "model_version": "precomputed", "user_id": body["user_id"],
+                             "fallback": None, "items": lists.get(body["user_id"], [])[: body.get("k", 10)]})
+
+    async def health(request: Request):
+        return JSONResponse({"status": "ok"})
+
+    from deeprec.cli.serve import listening_socket
+
+    sock = listening_socket("127.0.0.1", 0)
+    host, port = sock.getsockname()[:2]
+    app = Starlette(routes=[Route("/recommend", recommend, methods=["POST"]), Route("/health", health)])
+    server = uvicorn.Server(uvicorn.Config(app, loop="auto", http="auto", access_log=False, log_level="warning"))
+    print(json.dumps({"listening": f"http://{host}:{port}"}), flush=True)
+    server.run(sockets=[sock])
+
+
+# -- load --------------------------------------------------------------------------------------
+class Recorder:
+    def __init__(self) -> None:
+        self.latency: dict[str, list[float]] = {}
+        self.errors: dict[str, int] = {}
+        self.events = 0
+
+    def add(self, endpoint: str, seconds: float, ok: bool, events: int = 0) -> None:
+        if ok:
+            self.latency.setdefault(endpoint, []).append(seconds)
+            self.events += events
+        else:
+            self.errors[endpoint] = self.errors.get(endpoint, 0) + 1
+
+    def summary(self, elapsed: float) -> dict:
+        out = {"seconds": round(elapsed, 2), "events_per_second": round(self.events / elapsed, 1), "errors": self.errors}
+        for endpoint, values in self.latency.items():
+            ms = np.asarray(values) * 1000
+            out[endpoint] = {"requests": len(ms), "per_second": round(len(ms) / elapsed, 1),
+                             "p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
+                             "max_ms": round(float(ms.max()), 1)}
+        return out
+
+
+class Workload:
+    """Requests of the mixed workload: learners from the queried sample, random items, unique event ids."""
+
+    def __init__(self, users: list[str], n_items: int, k: int, batch: int, seed: int, prefix: str) -> None:
+        self.users, self.n_items, self.k, self.batch = users, n_items, k, batch
+        self.rng = np.random.default_rng(seed)
+        self.prefix, self.counter = prefix, 0
+
+    def recommend(self) -> dict:
+        return {"user_id": self.users[self.rng.integers(len(self.users))], "k": self.k}
+
+    def feedback(self, size: int | None = None) -> list[dict]:
+        size = size or self.batch
+        user = self.users[self.rng.integers(len(self.users))]
+        items = self.rng.integers(self.n_items, size=size)
+        rewards = self.rng.random(size)
+        out = []
+        for item, reward in zip(items.tolist(), rewards.tolist()):
+            self.counter += 1
+            out.append({"event_id": f"{self.prefix}{self.counter}", "user_id": user, "item_id": f"i{item}",
+                        "reward": round(reward, 3), "timestamp": 1.7e9 + self.counter})
+        return out
+
+
+async def post(http, recorder: Recorder, endpoint: str, body, events: int = 0) -> None:
+    started = time.perf_counter()
+    try:
+        answer = await http.post(f"/{endpoint}", json=body)
+        ok = answer.status_code == 200
+    except Exception:
+        ok = False
+    recorder.add(endpoint, time.perf_counter() - started, ok, events)
+
+
+async def open_loop(url: str, workload: Workload, rate: float, seconds: float, mixed: bool, max_in_flight: int = 256) -> dict:
+    """Requests at a fixed rate (recommend, or recommend and feedback alternating at `rate` each),
+    bounded by `seconds` and by rate x seconds requests; what is in flight at the end is awaited."""
+    import httpx
+
+    recorder = Recorder()
+    limits = httpx.Limits(max_connections=128, max_keepalive_connections=128)
+    async with httpx.AsyncClient(base_url=url, timeout=10.0, limits=limits) as http:
+        total_rate = rate * (2 if mixed else 1)
+        max_requests = int(total_rate * seconds)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        in_flight: set[asyncio.Task] = set()
+        dropped = 0
+        for n in range(max_requests):
+            delay = start + n / total_rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if loop.time() - start > seconds:
+                break
+            if len(in_flight) >= max_in_flight:
+                dropped += 1
+                continue
+            if mixed and n % 2:
+                body = workload.feedback()
+                task = asyncio.create_task(post(http, recorder, "feedback", body, len(body)))
+            else:
+                task = asyncio.create_task(post(http, recorder, "recommend", workload.recommend()))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=30)
+        elapsed = loop.time() - start
+    summary = recorder.summary(elapsed)
+    summary["dropped_over_max_in_flight"] = dropped
+    return summary
+
+
+async def closed_loop(url: str, workload: Workload, clients: int, seconds: float, batch: int, max_requests: int) -> dict:
+    """`clients` concurrent clients posting /feedback batches back to back, for `seconds` at most."""
+    import httpx
+
+    recorder = Recorder()
+    count = 0
+    async with httpx.AsyncClient(base_url=url, timeout=30.0) as http:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+
+        async def client():
+            nonlocal count
+            while loop.time() - start < seconds and count < max_requests:
+                count += 1
+                body = workload.feedback(batch)
+                await post(http, recorder, "feedback", body, len(body))
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+        elapsed = loop.time() - start
+    return recorder.summary(elapsed)
+
+
+def serve(ckpt: Path, state_dir: Path, args, *extra: str) -> Process:
+    return Process([SERVE_BIN, f"ckpt={ckpt}", f"state_dir={state_dir}", "port=0", "log_level=warning", "threads=1",
+                    f"wal.sync={args.sync}", "snapshot.every_events=1000000000", "snapshot.every_seconds=1000000",
+                    *extra])
+
+
+def load_average() -> str:
+    return Path("/proc/loadavg").read_text().split(" ")[:3].__str__()
+
+
+def main() -> None:
+    args = parse_args()
+    import shutil
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    results: dict = {"config": vars(args), "load_average_start": load_average(), "cpus": os.cpu_count()}
+    started = time.perf_counter()
+    ckpt = build_checkpoint(args, work)
+    print(f"checkpoint {ckpt} ({ckpt.stat().st_size / 1e6:.0f} MB), built or reused in {time.perf_counter() - started:.0f} s", flush=True)
+    rng = np.random.default_rng(args.seed + 1)
+    sample = [f"u{u}" for u in rng.choice(args.users, size=min(args.users, 20_000), replace=False)]
+    topk = precompute_topk(ckpt, sample, args.k, work)
+
+    # 1. the floor: precomputed lists from memory, same stack, recommend only
+    floor = Process([sys.executable, str(Path(__file__).resolve()), "--floor-server", str(topk)])
+    floor_cpu = cpu_seconds(floor.proc.pid)
+    results["floor"] = asyncio.run(open_loop(floor.url, Workload(sample, args.items, args.k, args.batch, 1, "f"),
+                                             args.rate, args.seconds, mixed=False))
+    results["floor"]["server_cpu_share"] = round((cpu_seconds(floor.proc.pid) - floor_cpu) / results["floor"]["seconds"], 3)
+    floor.stop()
+    print("floor", json.dumps(results["floor"]), flush=True)
+
+    # 2. deeprec-serve, mixed workload at the same /recommend rate plus as many /feedback requests
+    state = work / "state"
+    shutil.rmtree(state, ignore_errors=True)
+    server = serve(ckpt, state, args)
+    server.wait_healthy()
+    before = cpu_seconds(server.proc.pid)
+    results["mixed"] = asyncio.run(open_loop(server.url, Workload(sample, args.items, args.k, args.batch, 2, "m"),
+                                             args.rate, args.seconds, mixed=True))
+    results["mixed"]["server_cpu_share"] = round((cpu_seconds(server.proc.pid) - before) / results["mixed"]["seconds"], 3)
+    print("mixed", json.dumps(results["mixed"]), flush=True)
+
+    # 3. /feedback at saturation: batches of --batch events, and single events
+    for name, batch in (("saturation_batch", args.batch), ("saturation_single", 1)):
+        before = cpu_seconds(server.proc.pid)
+        results[name] = asyncio.run(closed_loop(server.url, Workload(sample, args.items, args.k, batch, 3, name[:12]),
+                                                args.saturation_clients, args.seconds / 2, batch, max_requests=10**6))
+        results[name]["server_cpu_share"] = round((cpu_seconds(server.proc.pid) - before) / results[name]["seconds"], 3)
+        print(name, json.dumps(results[name]), flush=True)
+
+    # 4. recovery: top the log up to --tail events after the last snapshot (there is none), kill -9, restart
+    import httpx
+
+    logged = httpx.get(f"{server.url}/stats").json()["events_applied"]
+    filler = Workload(sample, args.items, args.k, 1000, 4, "t")
+    with httpx.Client(base_url=server.url, timeout=60.0) as http:
+        for _ in range(max(0, -(-(args.tail - logged) // 1000))):
+            assert http.post("/feedback", json=filler.feedback(1000)).status_code == 200
+        tail = http.get("/stats").json()["events_applied"]
+        probe = http.post("/recommend", json={"user_id": sample[0], "k": args.k}).json()["items"]
+    server.stop(signal.SIGKILL)
+    restarted = serve(ckpt, state, args)
+    ready = restarted.wait_healthy()
+    after = httpx.post(f"{restarted.url}/recommend", json={"user_id": sample[0], "k": args.k}).json()["items"]
+    results["recovery"] = {"events_in_tail": tail, "replay_seconds": restarted.info["recovery"]["seconds"],
+                           "spawn_to_healthy_seconds": round(ready, 2),
+                           "same_list_after_restart": [r["item_id"] for r in after] == [r["item_id"] for r in probe]}
+    restarted.stop()
+    print("recovery", json.dumps(results["recovery"]), flush=True)
+    results["load_average_end"] = load_average()
+    results["total_seconds"] = round(time.perf_counter() - started, 1)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "serve.json").write_text(json.dumps(results, indent=2))
+    (out / "serve.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+def markdown(r: dict) -> str:
+    c = r["config"]
+    rows = [
+        ("floor: precomputed top-k, /recommend", r["floor"]["recommend"], r["floor"]),
+        ("deeprec-serve mixed: /recommend", r["mixed"]["recommend"], r["mixed"]),
+        ("deeprec-serve mixed: /feedback", r["mixed"]["feedback"], r["mixed"]),
+        (f"/feedback saturation, {c['batch']} events/request", r["saturation_batch"]["feedback"], r["saturation_batch"]),
+        ("/feedback saturation, 1 event/request", r["saturation_single"]["feedback"], r["saturation_single"]),
+    ]
+    lines = [f"LinUCB d={c['dim']}, {c['items']:,} items x {c['users']:,} learners, k={c['k']}, wal.sync={c['sync']}, "
+             f"load average at start {r['load_average_start']}",
+             "", "| phase | req/s | p50 ms | p99 ms | events/s absorbed | server CPU (cores) |", "|---|---:|---:|---:|---:|---:|"]
+    for name, ep, phase in rows:
+        events = phase["events_per_second"] if "feedback" in name else ""
+        lines.append(f"| {name} | {ep['per_second']} | {ep['p50_ms']} | {ep['p99_ms']} | {events} | {phase['server_cpu_share']} |")
+    rec = r["recovery"]
+    lines += ["", f"Recovery after kill -9 with {rec['events_in_tail']:,} events in the log tail: replay {rec['replay_seconds']} s, "
+              f"spawn to healthy {rec['spawn_to_healthy_seconds']} s (same list after restart: {rec['same_list_after_restart']})."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--floor-server":
+        floor_server_main(sys.argv[2])
+    else:
+        main()
