@@ -1,0 +1,84 @@
+"""deeprec-serve on the public datasets: the held-out events of Coursera's video log fed back online to
+the paper's LinUCB head (its ridge sums equal a numpy replay, the seen filter follows), and MovieLens's
+later ratings folded into matrix factorisation (the exact fold-in, solved here with numpy)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from deeprec.checkpoint import load_recommender, save_checkpoint
+from deeprec.registry import dataset_loader
+from serving_helpers import app_client, event, linucb_reference
+
+pytestmark = pytest.mark.shared_data
+
+
+def without_test(data):
+    """The same data with the test split removed: what the checkpoint knows; the test rows arrive online."""
+    return dataclasses.replace(data, frame=data.frame[data.frame["split"] != "test"].reset_index(drop=True))
+
+
+def feedback_of(data, rows, prefix: str) -> list[dict]:
+    times = np.nan_to_num(rows["timestamp"].to_numpy(np.float64), nan=1.7e9)
+    return [event(f"{prefix}{n}", data.user_ids[u], data.item_ids[i], float(r), float(t))
+            for n, (u, i, r, t) in enumerate(zip(rows["user"], rows["item"], rows["rating"], times))]
+
+
+def test_coursera_heldout_events_update_the_linucb_head(shared_data, tmp_path):
+    from deeprec.bandits.recommender import LinUCBRecommender
+    from deeprec.data.adapters.coursera import CourseraDataConfig
+
+    data = dataset_loader("coursera")(CourseraDataConfig(path=str(shared_data / "coursera-video-behavior")))
+    model = LinUCBRecommender(n_users=data.n_users, n_items=data.n_items, features="video_stats", reward="fracComp",
+                              dtype="float64").fit(data)
+    save_checkpoint(model, without_test(data), tmp_path / "linucb.ckpt")
+    test = data.rows("test")
+    events = feedback_of(data, test, "c")
+    assert len(events) > 5000
+    with app_client(tmp_path / "linucb.ckpt", tmp_path / "state") as (client, service):
+        for start in range(0, len(events), 2000):
+            assert client.post("/feedback", json=events[start : start + 2000]).json()["accepted"] == len(events[start : start + 2000])
+        assert service.stats()["events_applied"] == len(events)
+        bandit = service.state.model.bandit
+        ckpt_model, _ = load_recommender(tmp_path / "linucb.ckpt")
+        A, b = linucb_reference(ckpt_model.bandit.A.numpy(), ckpt_model.bandit.b.numpy(), ckpt_model.arm_features.numpy(),
+                                test["user"], test["item"], test["rating"])
+        np.testing.assert_allclose(bandit.A.numpy(), A, atol=1e-8)
+        np.testing.assert_allclose(bandit.b.numpy(), b, atol=1e-8)
+        user = int(test["user"].iloc[0])
+        watched = set(data.item_ids[data.rows(("train", "valid", "test")).query("user == @user")["item"]])
+        served = {r["item_id"] for r in client.post("/recommend", json={"user_id": data.user_ids[user], "k": 50}).json()["items"]}
+        assert not served & watched and served  # held-out videos, now fed back, are no longer offered
+
+
+def test_movielens_later_ratings_fold_into_mf(shared_data, tmp_path):
+    from deeprec.baselines.mf import ALS
+    from deeprec.data.adapters.movielens import MovieLensDataConfig
+
+    data = dataset_loader("movielens")(MovieLensDataConfig(path=str(shared_data / "ml-latest-small")))
+    model = ALS(n_users=data.n_users, n_items=data.n_items, factors=16, iterations=4, dtype="float64").fit(data)
+    known = without_test(data)
+    model.observe(known, ("train", "valid"))  # the checkpoint's history: everything before the test period
+    save_checkpoint(model, known, tmp_path / "mf.ckpt")
+    test = data.rows("test").sort_values("timestamp", kind="stable")
+    users = test["user"].drop_duplicates().to_numpy()[:40]
+    test = test[test["user"].isin(users)]
+    with app_client(tmp_path / "mf.ckpt", tmp_path / "state") as (client, _):
+        answer = client.post("/feedback", json=feedback_of(data, test, "m"))
+        assert answer.json()["accepted"] == len(test)
+        Y = model.item_factors.double().numpy()
+        for u in users[:5]:
+            history = model.history.toarray()[u].astype(np.float64)
+            mine = test[test["user"] == u]
+            history[mine["item"].to_numpy()] = mine["rating"].to_numpy()
+            c = 1.0 + model.hp.alpha * history
+            x = np.linalg.solve((Y.T * c) @ Y + model.hp.regularization * np.eye(Y.shape[1]), (Y.T * c) @ (history > 0))
+            expected = Y @ x
+            got = client.post("/recommend", json={"user_id": data.user_ids[u], "k": 20}).json()["items"]
+            index = {item: n for n, item in enumerate(data.item_ids)}
+            for row in got:
+                assert row["score"] == pytest.approx(expected[index[row["item_id"]]], rel=1e-4, abs=1e-6)
+                assert history[index[row["item_id"]]] == 0  # nothing the learner rated, before or online
