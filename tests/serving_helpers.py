@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,8 +11,7 @@ import torch
 
 from deeprec.checkpoint import save_checkpoint
 from deeprec.data.interactions import from_frame
-
-SERVE_BIN = shutil.which("deeprec-serve") or str(Path(sys.executable).parent / "deeprec-serve")
+from deeprec.serving import launch
 
 
 def tiny_data(n_users: int = 40, n_items: int = 25, per_user: int = 5, seed: int = 0, n_features: int = 4):
@@ -71,42 +63,9 @@ def app_client(ckpt: Path, state_dir: Path, **overrides):
         yield client, service
 
 
-class ServerProcess:
-    """deeprec-serve in a subprocess on a free port: url, kill -9, graceful stop."""
-
-    def __init__(self, ckpt: Path, state_dir: Path, *overrides: str, port: int = 0, timeout: float = 90.0) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        args = [SERVE_BIN, f"ckpt={ckpt}", f"state_dir={state_dir}", f"port={port}", "log_level=warning", *overrides]
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        deadline = time.monotonic() + timeout
-        self.info = None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            if line.startswith("{") and "listening" in line:
-                self.info = json.loads(line)
-                break
-        if self.info is None:
-            self.proc.kill()
-            raise RuntimeError(f"deeprec-serve did not start: {self.proc.stderr.read()[-2000:]}")
-        self.url = self.info["listening"]
-        self.ready_seconds = time.perf_counter() - self.started
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+def ServerProcess(ckpt: Path, state_dir: Path, *overrides: str, port: int = 0, timeout: float = 90.0):
+    """deeprec-serve in a subprocess on `port` (0: a free one), ready when it returns."""
+    return launch.ServerProcess.serve(ckpt, state_dir, *overrides, port=port, timeout=timeout)
 
 
 def free_port() -> int:

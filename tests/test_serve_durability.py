@@ -8,7 +8,6 @@ import asyncio
 import httpx
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 
 from deeprec.checkpoint import load_recommender

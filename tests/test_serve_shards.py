@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import skip_unless_required
 from deeprec.serving.export import read_log
 from deeprec.serving.sharding import nginx_config
 from serving_helpers import ServerProcess, event, free_port, linucb_checkpoint
@@ -24,10 +25,8 @@ NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/loca
 @pytest.fixture
 def nginx_binary() -> str:
     if NGINX is None:
-        message = "nginx is not installed (apt-get install nginx-light); the sharding test needs it"
-        if os.environ.get("DEEPREC_REQUIRE_NGINX") == "1":
-            pytest.fail(message + " and DEEPREC_REQUIRE_NGINX=1")
-        pytest.skip(message)
+        skip_unless_required("nginx is not installed (apt-get install nginx-light); the sharding test needs it",
+                             "DEEPREC_REQUIRE_NGINX")
     return NGINX
 
 
