@@ -318,3 +318,22 @@ def test_snapshot_restores_the_same_state(linucb_ckpt, tmp_path):
             torch.testing.assert_close(after[key][: len(before[key])], before[key], rtol=0, atol=1e-12)
         assert list(service.state.seen_items(service.state.user_slot["brand-new"])) == list(seen_before)
         assert client.post("/feedback", json=event("fresh", "brand-new", "i003")).json()["duplicates"] == 1
+
+
+def test_an_unwritable_log_is_a_503_and_nothing_is_applied(served, monkeypatch):
+    import sqlite3
+
+    client, service = served
+    real_commit = service.wal.commit
+
+    def disk_error(events, decisions):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(service.wal, "commit", disk_error)
+    answer = client.post("/feedback", json=GOOD)
+    assert answer.status_code == 503 and "could not be written" in answer.json()["error"]
+    assert answer.headers["retry-after"] == "1"
+    assert service.stats()["events_applied"] == 0
+    monkeypatch.setattr(service.wal, "commit", real_commit)
+    assert client.post("/feedback", json=GOOD).json()["accepted"] == 1  # the client's retry is the first write
+    assert client.get("/health").status_code == 200

@@ -55,6 +55,16 @@ class CommitStats:
     snapshots_written: int = 0
 
 
+def answer(batch: PendingBatch, seqs: list | None = None, error: Exception | None = None) -> None:
+    """Resolve a batch's future, unless its request is gone (a cancelled future takes no result)."""
+    if batch.future.done():
+        return
+    if error is not None:
+        batch.future.set_exception(error)
+    else:
+        batch.future.set_result(seqs)
+
+
 class GroupCommitter:
     def __init__(self, wal: EventLog, state: ServingState, snapshot_dir: Path, group_max_events: int,
                  snapshot_every_events: int, snapshot_every_seconds: float, snapshot_keep: int,
@@ -104,6 +114,15 @@ class GroupCommitter:
         return taken
 
     async def run(self) -> None:
+        try:
+            await self.cycle()
+        except Exception as exc:  # a bug: no request may wait forever for a cycle that will not come
+            log.exception("the commit loop stopped")
+            self.failure = f"the commit loop stopped ({type(exc).__name__}: {exc}); restart the service"
+            while self.pending:
+                answer(self.pending.popleft(), error=Unavailable(self.failure))
+
+    async def cycle(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             if not self.pending:
@@ -128,7 +147,7 @@ class GroupCommitter:
             log.error("the event log could not be written: %s", exc)
             self.stats.decisions_lost += len(decisions)
             for batch in batches:
-                batch.future.set_exception(Unavailable(f"the event log could not be written ({exc}); retry later"))
+                answer(batch, error=Unavailable(f"the event log could not be written ({exc}); retry later"))
             return
         self.stats.group_commits += 1
         self.stats.decisions_logged += len(decisions)
@@ -147,11 +166,11 @@ class GroupCommitter:
                 log.exception("applying committed events failed; the service stops accepting feedback")
                 self.failure = f"applying events failed ({type(exc).__name__}: {exc}); restart the service to replay the log"
                 for batch in batches:
-                    batch.future.set_exception(Unavailable(self.failure))
+                    answer(batch, error=Unavailable(self.failure))
                 return
         start = 0
         for batch in batches:
-            batch.future.set_result(seqs[start : start + len(batch.rows)])
+            answer(batch, seqs[start : start + len(batch.rows)])
             start += len(batch.rows)
 
     # -- snapshots ------------------------------------------------------------------------
