@@ -4,8 +4,9 @@ One task on the event loop owns the cycle: take every waiting batch (and the dec
 last cycle), commit them in the writer thread, apply the new events to the state, answer each batch.
 While one transaction commits, the next batches gather, so under load a transaction carries many
 requests and the cost of a commit is shared. Decisions are not waited for: they go with the next
-commit, at most `flush_seconds` later. Snapshots are taken here too, between cycles, so a snapshot is
-always the state after a whole number of applied events.
+commit, at most `flush_seconds` later. Snapshots are taken here too, between two commits (the copy
+runs in a thread while /recommend keeps being served), so a snapshot is the state after exactly the
+events up to its seq.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ class GroupCommitter:
         self.failure: str | None = None  # set when the state can no longer follow the log
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="deeprec-wal")
         self._snapshotter = ThreadPoolExecutor(1, thread_name_prefix="deeprec-snapshot")
-        self._snapshot_task: asyncio.Future | None = None
+        self._snapshot_task: asyncio.Future | None = None  # the snapshot being written
+        self._snapshot_requests: list[asyncio.Future] = []
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._closing = False
@@ -125,7 +127,7 @@ class GroupCommitter:
     async def cycle(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self.pending:
+            if not self.pending and not self._snapshot_requests:
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=self.flush_seconds)
                 except asyncio.TimeoutError:
@@ -135,7 +137,7 @@ class GroupCommitter:
             self.decisions = []
             if batches or decisions:
                 await self.commit_and_apply(loop, batches, decisions)
-            self.maybe_snapshot(loop)
+            await self.snapshots(loop)
             if self._closing and not self.pending and not self.decisions:
                 return
 
@@ -180,18 +182,33 @@ class GroupCommitter:
             return False
         return behind >= self.snapshot_every_events or time.time() - self.stats.snapshot_time >= self.snapshot_every_seconds
 
-    def maybe_snapshot(self, loop, force: bool = False) -> asyncio.Future | None:
-        """Start writing a snapshot in the background when one is due (or forced) and none is being written."""
+    def request_snapshot(self) -> asyncio.Future:
+        """Ask the cycle for a snapshot of the state as it is now; the future gets its seq once written."""
+        future = asyncio.get_running_loop().create_future()
+        self._snapshot_requests.append(future)
+        self._wake.set()
+        return future
+
+    async def snapshot_now(self) -> int:
+        """Write a snapshot of the current state; returns its seq (POST /admin/snapshot)."""
+        return await self.request_snapshot()
+
+    async def snapshot_step(self, loop, force: bool = False) -> asyncio.Future | None:
+        """Called by the cycle between two commits, so nothing is applied meanwhile: copy the state in a
+        thread (/recommend keeps being served), then write it in the background. Returns the write."""
         if self._snapshot_task is not None and not self._snapshot_task.done():
-            return self._snapshot_task
-        if not (force or self.snapshot_due()) or self.failure is not None:
+            if not force:
+                return None
+            await asyncio.wait([self._snapshot_task])
+        if self.failure is not None or not (self.snapshot_due() or (force and self.state.applied_seq > self.stats.snapshot_seq)):
             return None
-        payload = self.state.snapshot()  # a copy, taken between cycles: exactly the state after payload["seq"]
+        payload = await loop.run_in_executor(None, self.state.snapshot)  # exactly the state after payload["seq"]
         seq = payload["seq"]
 
         def written(future: asyncio.Future) -> None:
-            if future.exception() is not None:
-                log.error("snapshot of seq %d failed: %s (the log still holds every event)", seq, future.exception())
+            if future.cancelled() or future.exception() is not None:
+                log.error("snapshot of seq %d failed: %s (the log still holds every event)", seq,
+                          "cancelled" if future.cancelled() else future.exception())
                 return
             self.stats.snapshot_seq, self.stats.snapshot_time = seq, time.time()
             self.stats.snapshots_written += 1
@@ -202,15 +219,34 @@ class GroupCommitter:
         self._snapshot_task.add_done_callback(written)
         return self._snapshot_task
 
-    async def snapshot_now(self) -> int:
-        """Write a snapshot of the current state (waiting for one in progress first); returns its seq."""
-        loop = asyncio.get_running_loop()
-        running = self.maybe_snapshot(loop)
-        if running is not None:
-            await asyncio.shield(running)
-        if self.state.applied_seq > self.stats.snapshot_seq:
-            await asyncio.shield(self.maybe_snapshot(loop, force=True))
-        return self.stats.snapshot_seq
+    async def snapshots(self, loop) -> None:
+        """The cycle's snapshot step: the requested ones (answered once written), else one if due."""
+        if not self._snapshot_requests:
+            await self.snapshot_step(loop)
+            return
+        requests, self._snapshot_requests = self._snapshot_requests, []
+        try:
+            task = await self.snapshot_step(loop, force=True)
+        except Exception as exc:
+            for request in requests:
+                if not request.done():
+                    request.set_exception(exc)
+            return
+
+        def resolve(future: asyncio.Future | None = None) -> None:
+            failed = future is not None and (future.cancelled() or future.exception() is not None)
+            for request in requests:
+                if request.done():
+                    continue
+                if failed:
+                    request.set_exception(future.exception() or RuntimeError("snapshot cancelled"))
+                else:
+                    request.set_result(self.stats.snapshot_seq)
+
+        if task is None:
+            resolve()
+        else:
+            task.add_done_callback(resolve)
 
     async def close(self) -> None:
         """Drain what is queued, write a last snapshot, stop the threads."""
@@ -218,10 +254,15 @@ class GroupCommitter:
         if self._task is not None:
             self._wake.set()
             await self._task
-        if self.failure is None:
+        if self.failure is None:  # the cycle is over: nothing else changes the state now
             try:
-                await self.snapshot_now()
+                task = await self.snapshot_step(asyncio.get_running_loop(), force=True)
+                if task is not None:
+                    await task
             except Exception as exc:
                 log.error("the last snapshot failed: %s", exc)
+        for request in self._snapshot_requests:
+            if not request.done():
+                request.set_result(self.stats.snapshot_seq)
         self._writer.shutdown(wait=True)
         self._snapshotter.shutdown(wait=True)

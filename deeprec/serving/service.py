@@ -3,7 +3,6 @@ recommend / feedback operations the routes in app.py call, and the counters /sta
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -78,8 +77,8 @@ class Service:
 
     async def start(self) -> None:
         self.committer.start()
-        if self.recovery["events_replayed"]:
-            self.committer.maybe_snapshot(asyncio.get_running_loop(), force=True)
+        if self.recovery["events_replayed"]:  # the next crash then replays from here
+            self.committer.request_snapshot()
 
     async def stop(self) -> None:
         await self.committer.close()
