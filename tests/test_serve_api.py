@@ -337,3 +337,19 @@ def test_an_unwritable_log_is_a_503_and_nothing_is_applied(served, monkeypatch):
     monkeypatch.setattr(service.wal, "commit", real_commit)
     assert client.post("/feedback", json=GOOD).json()["accepted"] == 1  # the client's retry is the first write
     assert client.get("/health").status_code == 200
+
+
+def test_stats_and_prometheus_metrics_count_what_happened(served):
+    client, _ = served
+    client.post("/recommend", json={"user_id": "u001"})
+    client.post("/recommend", json={"user_id": "u001", "k": 0})
+    client.post("/feedback", json=[GOOD, GOOD])
+    stats = client.get("/stats").json()
+    assert (stats["decisions"], stats["events_received"], stats["events_applied"], stats["events_duplicate"]) == (1, 2, 1, 1)
+    assert [key for key in stats if "applied" in key] == ["events_applied"]  # one key says "applied"
+    text = client.get("/metrics").text
+    for line in ('deeprec_requests_total{endpoint="recommend",status="200"} 1.0',
+                 'deeprec_requests_total{endpoint="recommend",status="422"} 1.0',
+                 'deeprec_feedback_events_total{outcome="new"} 1.0', 'deeprec_feedback_events_total{outcome="duplicate"} 1.0'):
+        assert line in text
+    assert 'deeprec_request_seconds_count{endpoint="feedback"} 1.0' in text

@@ -58,8 +58,8 @@ def run_server(cfg) -> None:
 def main(cfg: DictConfig) -> None:
     from deeprec.serving.config import ServeConfig
 
-    raw = plain(cfg) if cfg.get("state_dir") != "???" else None
-    if raw is None:
+    raw = plain(cfg)
+    if raw.get("state_dir") in ("???", "", None):
         raise ConfigError("deeprec-serve needs state_dir=DIR (and ckpt=PATH to serve)")
     if raw.get("ckpt") == "???":
         raw["ckpt"] = ""

@@ -46,7 +46,7 @@ def served_items(decisions: pd.DataFrame) -> pd.DataFrame:
     rows = decisions.drop(columns=["items", "scores", "propensities", "seq"]).loc[np.repeat(decisions.index, lengths)]
     rows = rows.reset_index(drop=True)
     rows["rank"] = np.concatenate([np.arange(1, n + 1) for n in lengths]) if lengths.sum() else np.zeros(0, np.int64)
-    rows["item_id"] = [item for items in lists["items"] for item in items]
+    rows["item_id"] = pd.Series([item for items in lists["items"] for item in items], dtype=object)
     rows["score"] = np.array([s for scores in lists["scores"] for s in scores], np.float64)
     rows["propensity"] = np.array([p for ps in lists["propensities"] for p in ps], np.float64)
     rows["fallback"] = rows["fallback"].astype(bool)
@@ -59,6 +59,7 @@ def export_log(state_dir: str | Path, out_dir: str | Path) -> dict:
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file())):
         raise ConfigError(f"export={out_dir} exists and is not an earlier deeprec-serve export; give a new or empty folder")
     events, decisions = read_log(state_dir)
+    events = events.astype({"user_id": object, "item_id": object, "decision_id": object})  # also when empty
     served = served_items(decisions)
     position = served[["decision_id", "item_id", "rank", "propensity"]].drop_duplicates(["decision_id", "item_id"])
     table = events.rename(columns={"reward": "rating"}).merge(position, on=["decision_id", "item_id"], how="left")
