@@ -46,6 +46,10 @@ class Recommender(ABC):
     def score(self, users: torch.Tensor) -> torch.Tensor:
         """scores: [B, n_items] float for user indices `users` [B] (higher is better)."""
 
+    def eval(self) -> "Recommender":
+        """Inference mode (no dropout); a no-op for models without one. torch models inherit nn.Module's."""
+        return self
+
     def to(self, device: str | torch.device) -> "Recommender":
         """Move the tensors used by `score` to `device`."""
         self.device = torch.device(device)

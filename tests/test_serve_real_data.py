@@ -8,6 +8,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 from deeprec.checkpoint import load_recommender, save_checkpoint
 from deeprec.registry import dataset_loader
@@ -82,3 +83,24 @@ def test_movielens_later_ratings_fold_into_mf(shared_data, tmp_path):
             for row in got:
                 assert row["score"] == pytest.approx(expected[index[row["item_id"]]], rel=1e-4, abs=1e-6)
                 assert history[index[row["item_id"]]] == 0  # nothing the learner rated, before or online
+
+
+def test_coursera_personalised_exploration_follows_the_watched_videos(shared_data, tmp_path):
+    from deeprec.bandits.features import attention
+    from deeprec.bandits.recommender import LinUCBRecommender
+    from deeprec.data.adapters.coursera import CourseraDataConfig
+
+    data = dataset_loader("coursera")(CourseraDataConfig(path=str(shared_data / "coursera-video-behavior")))
+    model = LinUCBRecommender(n_users=data.n_users, n_items=data.n_items, features="video_stats", reward="fracComp",
+                              alpha_mode="personalised").fit(data)
+    save_checkpoint(model, without_test(data), tmp_path / "linucb.ckpt")
+    test = data.rows("test")
+    user = int(test["user"].value_counts().index[0])
+    mine = test[test["user"] == user]
+    with app_client(tmp_path / "linucb.ckpt", tmp_path / "state") as (client, service):
+        client.post("/feedback", json=feedback_of(data, mine, "p"))
+        served = service.state.model
+        assert set(served.watched[user].indices) == set(model.watched[user].indices) | set(mine["item"])
+        # alpha_s = ability_s x attention S_s over the watched videos (SPEC 2.4), now with the new ones
+        expected = served.ability[user] * attention(served.watched, served.dif.numpy(), np.array([user]))[0]
+        np.testing.assert_allclose(served.exploration(torch.tensor([user]))[0].numpy(), expected, rtol=1e-6)

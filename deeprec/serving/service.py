@@ -39,8 +39,7 @@ class Service:
         self.started = time.time()
         torch.set_num_threads(cfg.threads)
         model, meta = load_recommender(cfg.ckpt)
-        if isinstance(model, torch.nn.Module):  # dropout off, as deeprec-score scores
-            model.eval()
+        model.eval()  # dropout off, as deeprec-score scores
         self.model_name = meta["model"]
         self.version = model_version(cfg.ckpt, self.model_name)
         self.state = ServingState(model, meta, self.version)
