@@ -4,10 +4,11 @@ the same HTTP stack serving the same model's precomputed top-k from memory. Then
 saturation (closed loop), and recovery after kill -9 with a long log tail.
 
     python scripts/bench_serve.py                   # the README's figures (about 3 minutes)
+    python scripts/bench_serve.py --sync normal     # the log without an fsync per commit (survives kill -9)
     python scripts/bench_serve.py --quick           # a smoke run (small catalogue, short phases)
 
 Every loop is bounded in count and in time and stops by itself; servers listen on 127.0.0.1 only and
-are stopped at the end. Writes bench_results/serve.json and serve.md.
+are stopped at the end. Writes bench_results/serve_<wal.sync>.json and .md.
 """
 
 from __future__ import annotations
@@ -353,8 +354,8 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "serve.json").write_text(json.dumps(results, indent=2))
-    (out / "serve.md").write_text(markdown(results))
+    (out / f"serve_{args.sync}.json").write_text(json.dumps(results, indent=2))
+    (out / f"serve_{args.sync}.md").write_text(markdown(results))
     print(markdown(results))
 
 
