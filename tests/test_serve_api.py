@@ -353,3 +353,20 @@ def test_stats_and_prometheus_metrics_count_what_happened(served):
                  'deeprec_feedback_events_total{outcome="new"} 1.0', 'deeprec_feedback_events_total{outcome="duplicate"} 1.0'):
         assert line in text
     assert 'deeprec_request_seconds_count{endpoint="feedback"} 1.0' in text
+
+
+def test_a_damaged_snapshot_is_skipped_and_the_log_replays(linucb_ckpt, tmp_path):
+    from deeprec.serving.snapshot import snapshot_files
+
+    with app_client(linucb_ckpt, tmp_path / "s") as (client, service):
+        client.post("/feedback", json=[event(f"d{n}", "u002", f"i{n:03d}", 1.0) for n in range(5)])
+        client.post("/admin/snapshot")
+        client.post("/feedback", json=[event(f"d{n}", "u003", f"i{n:03d}", 2.0) for n in range(5, 9)])
+        expected = {k: v.clone() for k, v in service.state.model.state_tensors().items()}
+    (seq_new, newest), (seq_old, _) = snapshot_files(tmp_path / "s" / "snapshots")[:2]
+    assert (seq_new, seq_old) == (9, 5)
+    newest.write_bytes(newest.read_bytes()[:100])  # a torn file (deeprec renames whole files; a disk can still fail)
+    with app_client(linucb_ckpt, tmp_path / "s") as (client, service):
+        assert service.recovery["snapshot_seq"] == 5 and service.recovery["events_replayed"] == 4
+        for key in ("bandit.A", "bandit.b"):
+            torch.testing.assert_close(service.state.model.state_tensors()[key], expected[key], rtol=0, atol=1e-9)
