@@ -28,14 +28,20 @@ def feedback_of(data, rows, prefix: str) -> list[dict]:
             for n, (u, i, r, t) in enumerate(zip(rows["user"], rows["item"], rows["rating"], times))]
 
 
-def test_coursera_heldout_events_update_the_linucb_head(shared_data, tmp_path):
+def coursera_linucb(shared_data, ckpt, **config):
+    """(data, the paper's LinUCB head fitted on its train split and saved at ckpt without the test rows)."""
     from deeprec.bandits.recommender import LinUCBRecommender
     from deeprec.data.adapters.coursera import CourseraDataConfig
 
     data = dataset_loader("coursera")(CourseraDataConfig(path=str(shared_data / "coursera-video-behavior")))
     model = LinUCBRecommender(n_users=data.n_users, n_items=data.n_items, features="video_stats", reward="fracComp",
-                              dtype="float64").fit(data)
-    save_checkpoint(model, without_test(data), tmp_path / "linucb.ckpt")
+                              **config).fit(data)
+    save_checkpoint(model, without_test(data), ckpt)
+    return data, model
+
+
+def test_coursera_heldout_events_update_the_linucb_head(shared_data, tmp_path):
+    data, _ = coursera_linucb(shared_data, tmp_path / "linucb.ckpt", dtype="float64")
     test = data.rows("test")
     events = feedback_of(data, test, "c")
     assert len(events) > 5000
@@ -87,13 +93,8 @@ def test_movielens_later_ratings_fold_into_mf(shared_data, tmp_path):
 
 def test_coursera_personalised_exploration_follows_the_watched_videos(shared_data, tmp_path):
     from deeprec.bandits.features import attention
-    from deeprec.bandits.recommender import LinUCBRecommender
-    from deeprec.data.adapters.coursera import CourseraDataConfig
 
-    data = dataset_loader("coursera")(CourseraDataConfig(path=str(shared_data / "coursera-video-behavior")))
-    model = LinUCBRecommender(n_users=data.n_users, n_items=data.n_items, features="video_stats", reward="fracComp",
-                              alpha_mode="personalised").fit(data)
-    save_checkpoint(model, without_test(data), tmp_path / "linucb.ckpt")
+    data, model = coursera_linucb(shared_data, tmp_path / "linucb.ckpt", alpha_mode="personalised")
     test = data.rows("test")
     user = int(test["user"].value_counts().index[0])
     mine = test[test["user"] == user]
