@@ -278,6 +278,32 @@ async def closed_loop(url: str, workload: Workload, clients: int, seconds: float
     return recorder.summary(elapsed)
 
 
+def with_cpu(summary: dict, cpu: float) -> dict:
+    """The server's CPU over a phase: cores used on average, and milliseconds per request."""
+    requests = sum(v["requests"] for v in summary.values() if isinstance(v, dict) and "requests" in v)
+    summary["server_cpu_share"] = round(cpu / summary["seconds"], 3)
+    summary["server_cpu_ms_per_request"] = round(1000 * cpu / max(requests, 1), 3)
+    return summary
+
+
+async def sequential(url: str, workload: Workload, seconds: float, max_requests: int) -> dict:
+    """One client, /recommend and /feedback alternating, each sent when the previous answered:
+    the service's own latency, without queueing."""
+    recorder = Recorder()
+    async with session(url, 1) as http:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for n in range(max_requests):
+            if loop.time() - start > seconds:
+                break
+            if n % 2:
+                body = workload.feedback()
+                await post(http, recorder, "feedback", body, len(body))
+            else:
+                await post(http, recorder, "recommend", workload.recommend())
+        return recorder.summary(loop.time() - start)
+
+
 def serve(ckpt: Path, state_dir: Path, args, *extra: str) -> Process:
     return Process([serve_command(), f"ckpt={ckpt}", f"state_dir={state_dir}", "port=0", "log_level=warning", "threads=1",
                     f"wal.sync={args.sync}", "snapshot.every_events=1000000000", "snapshot.every_seconds=1000000",
@@ -305,9 +331,8 @@ def main() -> None:
     # 1. the floor: precomputed lists from memory, same stack, recommend only
     floor = Process([sys.executable, str(Path(__file__).resolve()), "--floor-server", str(topk)])
     floor_cpu = cpu_seconds(floor.proc.pid)
-    results["floor"] = asyncio.run(open_loop(floor.url, Workload(sample, args.items, args.k, args.batch, 1, "f"),
-                                             args.rate, args.seconds, mixed=False))
-    results["floor"]["server_cpu_share"] = round((cpu_seconds(floor.proc.pid) - floor_cpu) / results["floor"]["seconds"], 3)
+    results["floor"] = with_cpu(asyncio.run(open_loop(floor.url, Workload(sample, args.items, args.k, args.batch, 1, "f"),
+                                                      args.rate, args.seconds, mixed=False)), cpu_seconds(floor.proc.pid) - floor_cpu)
     floor.stop()
     print("floor", json.dumps(results["floor"]), flush=True)
 
@@ -317,17 +342,20 @@ def main() -> None:
     server = serve(ckpt, state, args)
     server.wait_healthy()
     before = cpu_seconds(server.proc.pid)
-    results["mixed"] = asyncio.run(open_loop(server.url, Workload(sample, args.items, args.k, args.batch, 2, "m"),
-                                             args.rate, args.seconds, mixed=True))
-    results["mixed"]["server_cpu_share"] = round((cpu_seconds(server.proc.pid) - before) / results["mixed"]["seconds"], 3)
+    results["sequential"] = with_cpu(asyncio.run(sequential(server.url, Workload(sample, args.items, args.k, args.batch, 5, "s"),
+                                                            args.seconds / 3, 4000)), cpu_seconds(server.proc.pid) - before)
+    print("sequential", json.dumps(results["sequential"]), flush=True)
+    before = cpu_seconds(server.proc.pid)
+    results["mixed"] = with_cpu(asyncio.run(open_loop(server.url, Workload(sample, args.items, args.k, args.batch, 2, "m"),
+                                                      args.rate, args.seconds, mixed=True)), cpu_seconds(server.proc.pid) - before)
     print("mixed", json.dumps(results["mixed"]), flush=True)
 
     # 3. /feedback at saturation: batches of --batch events, and single events
     for name, batch in (("saturation_batch", args.batch), ("saturation_single", 1)):
         before = cpu_seconds(server.proc.pid)
-        results[name] = asyncio.run(closed_loop(server.url, Workload(sample, args.items, args.k, batch, 3, name[:12]),
-                                                args.saturation_clients, args.seconds / 2, batch, max_requests=10**6))
-        results[name]["server_cpu_share"] = round((cpu_seconds(server.proc.pid) - before) / results[name]["seconds"], 3)
+        results[name] = with_cpu(asyncio.run(closed_loop(server.url, Workload(sample, args.items, args.k, batch, 3, name[:12]),
+                                                         args.saturation_clients, args.seconds / 2, batch, max_requests=10**6)),
+                                 cpu_seconds(server.proc.pid) - before)
         print(name, json.dumps(results[name]), flush=True)
 
     # 4. recovery: top the log up to --tail events after the last snapshot (there is none), kill -9, restart
@@ -363,6 +391,8 @@ def markdown(r: dict) -> str:
     c = r["config"]
     rows = [
         ("floor: precomputed top-k, /recommend", r["floor"]["recommend"], r["floor"]),
+        ("deeprec-serve one client: /recommend", r["sequential"]["recommend"], r["sequential"]),
+        (f"deeprec-serve one client: /feedback ({c['batch']} events)", r["sequential"]["feedback"], r["sequential"]),
         ("deeprec-serve mixed: /recommend", r["mixed"]["recommend"], r["mixed"]),
         ("deeprec-serve mixed: /feedback", r["mixed"]["feedback"], r["mixed"]),
         (f"/feedback saturation, {c['batch']} events/request", r["saturation_batch"]["feedback"], r["saturation_batch"]),
@@ -370,10 +400,12 @@ def markdown(r: dict) -> str:
     ]
     lines = [f"LinUCB d={c['dim']}, {c['items']:,} items x {c['users']:,} learners, k={c['k']}, wal.sync={c['sync']}, "
              f"load average at start {r['load_average_start']}",
-             "", "| phase | req/s | p50 ms | p99 ms | events/s absorbed | server CPU (cores) |", "|---|---:|---:|---:|---:|---:|"]
+             "", "| phase | req/s | p50 ms | p99 ms | events/s absorbed | server CPU (cores) | server CPU ms/request |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for name, ep, phase in rows:
         events = phase["events_per_second"] if "feedback" in name else ""
-        lines.append(f"| {name} | {ep['per_second']} | {ep['p50_ms']} | {ep['p99_ms']} | {events} | {phase['server_cpu_share']} |")
+        lines.append(f"| {name} | {ep['per_second']} | {ep['p50_ms']} | {ep['p99_ms']} | {events} | {phase['server_cpu_share']} "
+                     f"| {phase['server_cpu_ms_per_request']} |")
     rec = r["recovery"]
     lines += ["", f"Recovery after kill -9 with {rec['events_in_tail']:,} events in the log tail: replay {rec['replay_seconds']} s, "
               f"spawn to healthy {rec['spawn_to_healthy_seconds']} s (same list after restart: {rec['same_list_after_restart']})."]
