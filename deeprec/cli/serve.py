@@ -20,7 +20,8 @@ log = logging.getLogger("deeprec.serve")
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
-    """The bound socket (before the slow start, so a busy port fails at once, in one line)."""
+    """The port, bound before the slow start so that a busy port fails at once, in one line. uvicorn
+    listens on it once the service is ready; until then a connection is refused, not left waiting."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -29,7 +30,6 @@ def listening_socket(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another port= or host=") from None
-    sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 
