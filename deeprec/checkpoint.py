@@ -89,8 +89,7 @@ def load_recommender(path: str | Path, expect_model: str | None = None) -> tuple
     meta = ckpt["deeprec"]
     if expect_model is not None and meta["model"] != expect_model:
         raise CheckpointError(f"checkpoint {path} holds model {meta['model']!r}, not {expect_model!r}")
-    cls = model_class(meta["model"])
-    recommender = cls(**meta["init_args"])
+    recommender = model_class(meta["model"]).from_init_args(meta["init_args"])
     try:
         recommender.load_state_tensors(ckpt["state_dict"])
     except (KeyError, RuntimeError) as exc:

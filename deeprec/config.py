@@ -1,14 +1,19 @@
-"""Typed config validation: a misspelt key fails at once with the list of valid keys."""
+"""Typed config validation: a misspelt key fails at once with the list of valid keys; the checks of
+values every config shares (a choice, a lower bound, a dtype, a device), each in one place."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import re
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from deeprec.errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported where a dtype or device is resolved, not by every app
+    import torch
 
 
 def validate_section(section: DictConfig | dict, schema: type, where: str) -> Any:
@@ -40,3 +45,46 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, DictConfig):
         return OmegaConf.to_container(obj, resolve=True)
     return obj
+
+
+def check_choice(value: Any, valid, key: str) -> None:
+    """ConfigError naming `key` (e.g. "model.loss") when `value` is not one of `valid`."""
+    if value not in valid:
+        raise ConfigError(f"{key}={value!r} is not valid; choose one of {list(valid)}")
+
+
+def check_at_least(section: Any, keys, minimum: int = 1, prefix: str = "model") -> None:
+    """ConfigError naming the first of `keys` whose value in `section` (a dataclass) is below `minimum`."""
+    for key in keys:
+        value = getattr(section, key)
+        if value < minimum:
+            raise ConfigError(f"{prefix}.{key}={value} must be at least {minimum}")
+
+
+#: The floating-point types a config may name (`dtype: float32 | float64`), as torch attribute names.
+DTYPES = ("float32", "float64")
+
+
+def resolve_dtype(name: str, key: str = "model.dtype") -> "torch.dtype":
+    """float32 | float64 as a torch dtype; anything else is a ConfigError naming `key`."""
+    import torch
+
+    check_choice(name, DTYPES, key)
+    return getattr(torch, name)
+
+
+def resolve_device(name: "str | torch.device", key: str = "device", allow_auto: bool = True) -> "torch.device":
+    """cpu | cuda | cuda:N (| auto: cuda when available) as a torch.device; a device that is not valid,
+    or cuda on a machine without one, is a ConfigError naming `key`."""
+    import torch
+
+    if isinstance(name, torch.device):
+        name = str(name)
+    if allow_auto and name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and name != "cuda" and not re.fullmatch(r"cuda:\d+", name):
+        choices = "cpu, cuda (cuda:N) or auto" if allow_auto else "cpu or cuda (cuda:N)"
+        raise ConfigError(f"{key}={name!r} is not valid; choose {choices}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"{key}={name} but no CUDA device is available; use {key}=cpu")
+    return torch.device(name)

@@ -1,14 +1,21 @@
 """The one interface every recommender implements (deep, classic, bandit).
 
-Evaluation and scoring call only these methods, so they never special-case a model.
-A recommender's state is a flat dict of tensors (plus JSON-able config), so checkpoints load
-with `torch.load(weights_only=True)`.
+Callers (training, evaluation, scoring, other models) use only what is declared here, so they never
+ask what a model is: the typed `config`, `fit`, `observe`, `score`, `recommend`, `eval`/`train`,
+`to`, online learning for deeprec-serve (`add_users`, `learn_online`, with defaults that learn
+nothing), the optional capabilities `item_embeddings` and `explain` (None where a model has none),
+and the persistence methods. A recommender's state is a flat dict of tensors and its constructor
+arguments are JSON-able values, so checkpoints load with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import logging
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -17,42 +24,93 @@ import torch
 if TYPE_CHECKING:
     from deeprec.data.interactions import InteractionData
 
+log = logging.getLogger("deeprec.recommender")
 
-class Recommender(ABC):
-    """fit on InteractionData; score(users) -> [B, n_items]; state as tensors for save/load."""
 
-    #: the registry name (conf/model/<name>.yaml)
+@dataclass
+class ModelConfig:
+    """Base of every model's typed config: conf/model/<name>.yaml holds exactly its fields.
+
+    `name` is the registry name; `check()` validates what the field types cannot (choices, ranges)
+    and returns the config, so a bad value fails when the config is built, before any data is read.
+    """
+
     name: str = ""
 
-    def __init__(self, n_users: int = 0, n_items: int = 0, **config: Any) -> None:
-        self.n_users = n_users
-        self.n_items = n_items
-        self.config = dict(config)
+    def check(self) -> "ModelConfig":
+        return self
+
+
+class Recommender(ABC):
+    """fit(data) on InteractionData; score(users) -> [B, n_items]; state as tensors for save/load.
+
+    Constructed as `cls(n_users, n_items, seed=run_seed, **config_fields)`; `init_args()` returns
+    exactly those arguments, so `cls(**model.init_args())` rebuilds an empty model of the same shape.
+    """
+
+    #: the registry name (conf/model/<name>.yaml)
+    name: ClassVar[str] = ""
+    #: the dataclass of this model's hyper-parameters; `self.config` is a validated instance of it
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    #: True when fit() runs a Lightning Trainer that the caller builds (callbacks, checkpoints, resume);
+    #: False when fit() is a plain computation and the caller saves the checkpoint itself
+    uses_trainer: ClassVar[bool] = False
+
+    config: ModelConfig
+
+    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, **config: Any) -> None:
+        self.configure(n_users, n_items, seed, config)
         self.device = torch.device("cpu")
+
+    def configure(self, n_users: int, n_items: int, seed: int, config: dict[str, Any]) -> None:
+        """Set the shape, the seed (every random draw of fit derives from it) and the checked config."""
+        self.n_users = int(n_users)
+        self.n_items = int(n_items)
+        self.seed = int(seed)
+        self.config = self.config_class(**{"name": self.name, **config}).check()
 
     # -- training ------------------------------------------------------------------------------
     @abstractmethod
-    def fit(self, data: "InteractionData", trainer=None) -> "Recommender":
-        """Learn from data's train split (valid for early stopping); `trainer` for Lightning models."""
+    def fit(self, data: "InteractionData", trainer=None, ckpt_path: str | None = None) -> "Recommender":
+        """Learn from data's train split (valid for early stopping). `trainer` and `ckpt_path` (the
+        checkpoint to resume from) are for models with `uses_trainer`; the others ignore them."""
 
-    # -- inference -----------------------------------------------------------------------------
     def observe(self, data: "InteractionData", splits: tuple[str, ...]) -> None:
-        """Condition on the users' known history (the given splits) before scoring.
+        """Condition on the users' known history (the rows of `splits`) before scoring.
 
-        History-based models (sequences, autoencoders) read their inputs here; others ignore it.
+        History-based models (sequences, autoencoders, neighbourhoods, bandits) read it here; others ignore it.
         """
 
+    # -- inference -----------------------------------------------------------------------------
     @abstractmethod
     def score(self, users: torch.Tensor) -> torch.Tensor:
         """scores: [B, n_items] float for user indices `users` [B] (higher is better)."""
+
+    def recommend(
+        self, users, k: int, exclude: sp.csr_matrix | None = None, batch_size: int = 1024
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores [U, k], items [U, k] int64, -1 pads; on CPU) of users [U], every item ranked.
+
+        exclude: CSR [n_users, n_items] of items never to recommend (seen ones). Models customise
+        score(); the ranking itself is the shared one (deeprec.ranking.full_ranking_topk).
+        """
+        from deeprec.ranking import full_ranking_topk
+
+        return full_ranking_topk(self.score, users, k, exclude=exclude, batch_size=batch_size, device=self.device)
 
     def eval(self) -> "Recommender":
         """Inference mode (no dropout); a no-op for models without one. torch models inherit nn.Module's."""
         return self
 
+    def train(self, mode: bool = True) -> "Recommender":
+        """Training mode; a no-op for models without one. torch models inherit nn.Module's."""
+        return self
+
     def to(self, device: str | torch.device) -> "Recommender":
-        """Move the tensors used by `score` to `device`."""
-        self.device = torch.device(device)
+        """Move the tensors used by fit and score to `device` (cpu | cuda | cuda:N | auto)."""
+        from deeprec.config import resolve_device
+
+        self.device = resolve_device(device)
         state = self.state_tensors()
         if state:
             self.load_state_tensors({k: v.to(self.device) for k, v in state.items()})
@@ -77,12 +135,15 @@ class Recommender(ABC):
         replays its log in large blocks). Default: nothing (scores that only fit() changes).
         """
 
-    def explain(self, users: torch.Tensor, items: torch.Tensor, top: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
-        """(history items [B, top] int64, weights [B, top]): what made user b's score of items[b].
+    # -- optional capabilities (None: this model has none) --------------------------------------
+    def item_embeddings(self) -> torch.Tensor | None:
+        """[n_items, d] item vectors (e.g. arm features for the neural-linear LinUCB), or None."""
+        return None
 
-        -1 and weight 0 where there is nothing to show; the default, for models that cannot explain.
-        """
-        return torch.full((len(users), top), -1, dtype=torch.int64), torch.zeros(len(users), top)
+    def explain(self, users: torch.Tensor, items: torch.Tensor, top: int = 3) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(history items [B, top] int64, weights [B, top]) that made user b's score of items[b],
+        highest weight first, -1 / 0 pads; or None when the model cannot say."""
+        return None
 
     # -- persistence ---------------------------------------------------------------------------
     @abstractmethod
@@ -94,15 +155,19 @@ class Recommender(ABC):
         """Inverse of state_tensors."""
 
     def init_args(self) -> dict[str, Any]:
-        """Constructor arguments (ints, floats, strings, lists) to rebuild an empty instance."""
-        return {"n_users": self.n_users, "n_items": self.n_items, **self.config}
+        """Constructor arguments (ints, floats, strings, lists) that rebuild an empty instance."""
+        fields = {k: v for k, v in dataclasses.asdict(self.config).items() if k != "name"}
+        return {"n_users": self.n_users, "n_items": self.n_items, "seed": self.seed, **fields}
 
-    # -- shared helpers ------------------------------------------------------------------------
-    @staticmethod
-    def rows_as_dense(matrix: sp.csr_matrix, users: torch.Tensor, device) -> torch.Tensor:
-        """Dense [B, n_items] float32 rows of a CSR matrix for a batch of users."""
-        rows = matrix[users.detach().cpu().numpy()]
-        return torch.from_numpy(np.asarray(rows.todense(), dtype=np.float32)).to(device)
+    @classmethod
+    def from_init_args(cls, args: dict[str, Any]) -> "Recommender":
+        """An empty instance from a checkpoint's init_args; keys this version no longer has (an older
+        checkpoint's) are dropped with a warning, so existing checkpoints keep loading."""
+        known = set(inspect.signature(cls.__init__).parameters) | {f.name for f in dataclasses.fields(cls.config_class)}
+        retired = sorted(set(args) - known)
+        if retired:
+            log.warning("model %s: ignoring checkpoint argument(s) %s (not used by this version)", cls.name, retired)
+        return cls(**{k: v for k, v in args.items() if k in known})
 
 
 def csr_to_tensors(matrix: sp.csr_matrix, prefix: str) -> dict[str, torch.Tensor]:

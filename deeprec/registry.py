@@ -28,6 +28,9 @@ DATASETS = {
     "epm": "deeprec.data.adapters.epm:load",
 }
 
+#: the data names that are event logs: their adapter also has rate(cfg) -> RatingsResult (SPEC section 1)
+EVENT_LOGS = ("synthetic", "events", "epm")
+
 BASELINES = ("pop", "itemknn", "userknn", "mf", "ease")
 DEEP_MODELS = ("ncf", "lstm", "autoencoder", "attention")
 
@@ -47,3 +50,10 @@ def model_class(name: str):
 def dataset_loader(name: str):
     """The loader function registered as `name`: load(cfg) -> InteractionData."""
     return _resolve(DATASETS, name, "data")
+
+
+def log_rater(name: str):
+    """rate(cfg) -> RatingsResult of the event log registered as `name` (one of EVENT_LOGS)."""
+    if name not in EVENT_LOGS:
+        raise ConfigError(f"data={name!r} is not an event log; choose one of {', '.join(EVENT_LOGS)}")
+    return importlib.import_module(DATASETS[name].split(":")[0]).rate

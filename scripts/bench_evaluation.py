@@ -65,7 +65,7 @@ def worker_chunked(a: dict) -> dict:
     import torch
 
     from deeprec.evaluation import evaluate_topk
-    from deeprec.evaluation.evaluator import full_ranking_topk
+    from deeprec.ranking import full_ranking_topk
 
     user_f, item_f, seen, truth = make_case(a["users"], a["items"], a["factors"], a["seen"], a["truth"])
     popularity = np.asarray(seen.sum(0)).ravel()
@@ -137,7 +137,7 @@ def worker_torchmetrics(a: dict) -> dict:
     from torchmetrics.retrieval import RetrievalNormalizedDCG, RetrievalPrecision
 
     from deeprec.evaluation import evaluate_topk
-    from deeprec.evaluation.evaluator import full_ranking_topk
+    from deeprec.ranking import full_ranking_topk
 
     user_f, item_f, seen, truth = make_case(a["users"], a["items"], a["factors"], a["seen"], a["truth"])
     n, k = a["tm_users"], a["k"]

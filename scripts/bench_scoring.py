@@ -28,7 +28,7 @@ import scipy.sparse as sp
 import torch
 
 from deeprec.data.interactions import InteractionData
-from deeprec.evaluation.evaluator import full_ranking_topk
+from deeprec.ranking import full_ranking_topk
 from deeprec.registry import MODELS
 
 # Dense FP32 (non-tensor-core) peak FLOP/s and memory bandwidth, by device-name substring.
@@ -153,9 +153,7 @@ def timed(fn, device) -> tuple[float, object]:
 
 def bench_model(name: str, model, seen, args, device) -> list[dict]:
     n_users, n_items = seen.shape
-    model.to(device)
-    if hasattr(model, "eval"):
-        model.eval()
+    model.to(device).eval()
     users = np.arange(n_users, dtype=np.int64)
     full_ranking_topk(model.score, users[: 2 * args.batch_size], args.k, exclude=seen, batch_size=args.batch_size, device=device)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deeprec.serving.launch import ServerProcess, serve_command
+from deeprec.serving.launch import ServerProcess, ready_server, serve_command
 
 HERE = Path(__file__).resolve().parent
 
@@ -147,9 +147,8 @@ def floor_server_main(topk_path: str) -> None:
     sock = listening_socket("127.0.0.1", 0)
     host, port = sock.getsockname()[:2]
     app = Starlette(routes=[Route("/recommend", recommend, methods=["POST"]), Route("/health", health)])
-    server = uvicorn.Server(uvicorn.Config(app, loop="auto", http="auto", access_log=False, log_level="warning"))
-    print(json.dumps({"listening": f"http://{host}:{port}"}), flush=True)
-    server.run(sockets=[sock])
+    config = uvicorn.Config(app, loop="auto", http="auto", access_log=False, log_level="warning")
+    ready_server(config, {"listening": f"http://{host}:{port}"}).run(sockets=[sock])
 
 
 # -- load --------------------------------------------------------------------------------------

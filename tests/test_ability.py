@@ -7,7 +7,7 @@ import torch
 
 from deeprec.bandits.ability import ability_groups, group_summary, kmeans, name_clusters, student_ability
 from deeprec.bandits.features import attention, clean_video_behaviour, read_video_behaviour, video_features
-from deeprec.bandits.paper import coursera_interactions
+from deeprec.experiments.linucb_paper import coursera_interactions
 from deeprec.bandits.recommender import LinUCBRecommender
 
 # students A, B, C; videos 0, 1, 2 (hand-worked values below)

@@ -150,11 +150,11 @@ def test_scoring_all_items_equals_per_candidate_scoring_and_chunking(topics):
     history = model.history_of(users)
     per_row = torch.stack([model.candidate_scores(history, torch.full((6, 1), j))[:, 0] for j in range(data.n_items)], 1)
     assert torch.allclose(full, per_row, atol=1e-5)
-    model.cfg.score_chunk_elements = 1  # one item per chunk
+    model.config.score_chunk_elements = 1  # one item per chunk
     try:
         assert torch.allclose(model.score(users), full, atol=1e-6)
     finally:
-        model.cfg.score_chunk_elements = SMALL.get("score_chunk_elements", 16_777_216)
+        model.config.score_chunk_elements = SMALL.get("score_chunk_elements", 16_777_216)
 
 
 def test_explain_returns_the_most_weighted_history_items(topics):

@@ -70,9 +70,9 @@ def test_scores_come_from_the_observed_history(trained, blocks):
     with torch.no_grad():
         for layer in [*trained.encoder, *trained.decoder]:
             hidden = layer(hidden)
-            if trained.cfg.variant == "vae" and layer is trained.encoder[-1]:
-                hidden = hidden[:, : trained.cfg.latent_dim]  # the mean half
-            elif layer is not trained.decoder[-1] and not (trained.cfg.variant == "vae" and layer is trained.encoder[-1]):
+            if trained.config.variant == "vae" and layer is trained.encoder[-1]:
+                hidden = hidden[:, : trained.config.latent_dim]  # the mean half
+            elif layer is not trained.decoder[-1] and not (trained.config.variant == "vae" and layer is trained.encoder[-1]):
                 hidden = torch.tanh(hidden)
     assert torch.allclose(trained.score(users), hidden, atol=1e-5)
 
@@ -108,7 +108,7 @@ def test_one_step_reaches_every_parameter(blocks):
 def test_user_embeddings_separate_the_planted_groups(trained, blocks):
     trained.observe(blocks, "train")
     z = trained.user_embeddings()
-    assert z.shape == (blocks.n_users, trained.cfg.latent_dim)
+    assert z.shape == (blocks.n_users, trained.config.latent_dim)
     assert trained.item_embeddings().shape == (blocks.n_items, 32)
     assert torch.allclose(trained.user_embeddings(torch.tensor([5, 2])), z[[5, 2]])
     group = torch.from_numpy(blocks.user_ids.astype(int) % 2)
@@ -123,7 +123,7 @@ def test_export_writes_parquet_and_projector(trained, blocks, tmp_path):
     out = trained.export_embeddings(tmp_path, user_ids=blocks.user_ids, item_ids=blocks.item_ids)
     users = pd.read_parquet(out / "users.parquet")
     items = pd.read_parquet(out / "items.parquet")
-    assert list(users.columns) == ["user_id"] + [f"e{k}" for k in range(trained.cfg.latent_dim)]
+    assert list(users.columns) == ["user_id"] + [f"e{k}" for k in range(trained.config.latent_dim)]
     assert users["user_id"].tolist() == [str(u) for u in blocks.user_ids]
     assert np.allclose(users.iloc[:, 1:].to_numpy(), trained.user_embeddings().numpy())
     assert np.allclose(items.iloc[:, 1:].to_numpy(), trained.item_embeddings().numpy())

@@ -289,5 +289,21 @@ def test_invalid_choices_are_config_errors():
         ItemKNN(3, 3, normalization="mean")
     with pytest.raises(ConfigError, match="dtype"):
         ALS(3, 3, dtype="float16")
-    with pytest.raises(ConfigError, match="fit_device"):
-        EASE(3, 3, fit_device="tpu").fit(make_data(np.eye(3)))
+    with pytest.raises(ConfigError, match="device='tpu'"):  # the run's device, which the baselines fit on
+        EASE(3, 3).to("tpu").fit(make_data(np.eye(3)))
+
+
+def test_the_run_seed_reaches_als():
+    """deeprec-train seed=N model=mf: the run's seed draws ALS's initial item factors (a different
+    seed gives other factors, the same seed the same ones), as build_model passes it."""
+    from omegaconf import OmegaConf
+
+    from deeprec.cli.common import build_model
+
+    rng = np.random.default_rng(4)
+    data = make_data((rng.random((30, 12)) < 0.4) * rng.integers(1, 6, (30, 12)).astype(float))
+    section = OmegaConf.create({"name": "mf", "factors": 4, "iterations": 2})
+    factors = {seed: build_model(section, data, seed=seed).fit(data).item_factors for seed in (5, 6)}
+    assert build_model(section, data, seed=5).seed == 5
+    assert not torch.allclose(factors[5], factors[6])
+    assert torch.equal(build_model(section, data, seed=5).fit(data).item_factors, factors[5])

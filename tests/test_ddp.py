@@ -32,10 +32,11 @@ TINY_MODEL = textwrap.dedent(
     from torch.utils.data import DataLoader, TensorDataset
 
     from deeprec.models.base import LightningRecommender
+    from deeprec.recommender import ModelConfig
 
 
     @dataclass
-    class TinyMFConfig:
+    class TinyMFConfig(ModelConfig):
         name: str = "tinymf"
         dim: int = 8
         lr: float = 0.05

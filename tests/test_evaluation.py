@@ -11,7 +11,8 @@ import torch
 
 from deeprec.data.interactions import InteractionData
 from deeprec.evaluation import evaluate_topk
-from deeprec.evaluation.evaluator import evaluate_recommender, full_ranking_topk
+from deeprec.evaluation.evaluator import evaluate_recommender
+from deeprec.ranking import full_ranking_topk
 from deeprec.recommender import Recommender
 
 KS = (1, 3, 5, 8)

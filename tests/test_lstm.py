@@ -13,7 +13,8 @@ import torch
 from deeprec.baselines.pop import Popularity
 from deeprec.data.interactions import from_frame
 from deeprec.evaluation.evaluator import evaluate_recommender
-from deeprec.models.lstm import LSTMRecommender, last_events, ordered_events, training_windows
+from deeprec.models.lstm import LSTMRecommender, training_windows
+from deeprec.models.sequence import last_events, ordered_events, sample_items
 
 N_ITEMS = 40
 SMALL = dict(embedding_dim=32, hidden_dim=32, dropout=0.0, max_len=8, window_stride=4, lr=0.02, batch_size=64)
@@ -250,7 +251,7 @@ def test_log_uniform_sampler_follows_its_distribution():
     model = LSTMRecommender(data.n_users, data.n_items, seed=0, loss="sampled", n_negatives=64, **SMALL)
     model.prepare(data)
     torch.manual_seed(0)
-    draws = model.sample_negatives(200_000)
+    draws = sample_items(model.config.negative_sampler, model.items_by_rank, (200_000,))
     rank = torch.argsort(model.items_by_rank)  # rank[item]
     counts = torch.bincount(rank[draws], minlength=data.n_items).double() / len(draws)
     r = torch.arange(data.n_items, dtype=torch.float64)

@@ -15,7 +15,8 @@ import torch
 from deeprec.baselines.pop import Popularity
 from deeprec.data.interactions import from_frame
 from deeprec.errors import ConfigError
-from deeprec.evaluation.evaluator import evaluate_recommender, full_ranking_topk
+from deeprec.evaluation.evaluator import evaluate_recommender
+from deeprec.ranking import full_ranking_topk
 from deeprec.models.ncf import NCF, negative_sampling_keys, sample_negatives
 
 SMALL = dict(gmf_dim=8, mlp_dim=8, mlp_layers=[16, 8], lr=0.02, batch_size=64, num_negatives=4)
@@ -177,7 +178,7 @@ def test_bce_and_bpr_losses_match_hand_formulas(blocks):
     batch = next(iter(model.train_dataloader_for(blocks)))
     users, items, weights = model.rows_of(batch)
     for loss in ("bce", "bpr"):
-        model.cfg.loss = loss
+        model.config.loss = loss
         torch.manual_seed(5)
         got = model.training_step(batch, 0)
         torch.manual_seed(5)

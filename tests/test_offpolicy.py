@@ -7,7 +7,8 @@ import torch
 from deeprec.bandits.linucb import BatchedLinUCB
 from deeprec.bandits.offpolicy import (FixedPolicy, LinUCBPolicy, doubly_robust, empirical_propensities, ips, replay,
                                        save_curves)
-from deeprec.bandits.paper import adaptivity, holdout_mask, paper_metrics, personalization
+from deeprec.evaluation.metrics import personalization
+from deeprec.experiments.linucb_paper import adaptivity, holdout_mask, paper_metrics
 from deeprec.bandits.simulate import make_world, uniform_logs
 
 
@@ -84,7 +85,7 @@ def test_paper_metrics_hand_worked():
     # adaptivity: s0 mean dif rec (0.1+0.2)/2 - watched (0.1+0.4)/2 = -0.1; s1 (0.2+0.6)/2 - 0.2 = 0.2 -> mean 0.05
     assert abs(adaptivity(topk, 2, dif, watched) - 0.05) < 1e-12
     # personalization@2: one pair sharing item 1 -> 1 - 1/2
-    assert abs(personalization(topk, 2, 4) - 0.5) < 1e-12
+    assert abs(personalization(topk, 2) - 0.5) < 1e-12
 
 
 def test_holdout_mask_hides_a_share_per_student():

@@ -18,21 +18,19 @@ import torch
 from hydra import compose, initialize_config_module
 from scipy import stats
 
+from deeprec.baselines.knn import item_similarity, itemknn_scores
+from deeprec.cli.ratings_paper import run_from_config
+from deeprec.data.ratings.rating import rated_matrices
 from deeprec.errors import ConfigError
+from deeprec.evaluation.metrics import precision_at_user_k, random_precision
 from deeprec.experiments.ratings_paper import (
     PaperProtocol,
-    item_similarity,
-    itemknn_scores,
-    precision_at_user_k,
-    random_precision,
-    ranking_keys,
-    rated_matrices,
     resample_plan,
-    run_from_config,
     significance_tests,
     strategy_name,
     strategy_precision,
 )
+from deeprec.ranking import ranking_keys
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -233,10 +231,10 @@ def compose_app(overrides: list[str]):
 
 def test_experiment_configs_compose():
     epm = compose_app(["+experiment=ratings_paper_epm"])
-    assert epm.source.name == "epm" and epm.out_dir == "runs/ratings-paper-epm"
-    assert epm.ratings.min_courses == 3 and epm.protocol.n_resamples == 100 and epm.protocol.sample_users == 3000
+    assert epm.data.name == "epm" and epm.out_dir == "runs/ratings-paper-epm"
+    assert epm.data.ratings.min_courses == 3 and epm.protocol.n_resamples == 100 and epm.protocol.sample_users == 3000
     synthetic = compose_app(["+experiment=ratings_paper_synthetic"])
-    assert synthetic.source.name == "synthetic" and synthetic.source.generator.n_courses == 230
+    assert synthetic.data.name == "synthetic" and synthetic.data.generator.n_courses == 230
     with pytest.raises(ConfigError, match="unknown key"):
         run_from_config(compose_app(["+protocol.neighbors=10"]))
 
@@ -244,7 +242,7 @@ def test_experiment_configs_compose():
 def test_the_command_writes_the_tables_and_figures(tmp_path):
     out = tmp_path / "run"
     cfg = compose_app([
-        "source.n_events=40000", "source.generator.n_courses=40", "protocol.n_resamples=4",
+        "data.n_events=40000", "data.generator.n_courses=40", "protocol.n_resamples=4",
         "protocol.sample_users=300", "protocol.min_lesson_seconds_grid=[0,60,600]", f"out_dir={out}",
     ])
     run_from_config(cfg)

@@ -50,9 +50,7 @@ def fitted(name: str, data):
 
     config = {"features": "item_features", "reward": "rating"} if name == "linucb" else {}
     model = model_class(name)(n_users=data.n_users, n_items=data.n_items, **config).fit(data)
-    if hasattr(model, "eval"):  # deterministic scores (no dropout), as deeprec-score uses them
-        model.eval()
-    return model
+    return model.eval()  # deterministic scores (no dropout), as deeprec-score uses them
 
 
 def brute_force_topk(model, data, k: int, columns: np.ndarray | None = None) -> dict[str, list[tuple[str, float]]]:

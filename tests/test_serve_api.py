@@ -30,7 +30,7 @@ def served(linucb_ckpt, tmp_path):
 def initial_bandit(ckpt):
     model, meta = load_recommender(ckpt)
     return (model.bandit.A.double().numpy(), model.bandit.b.double().numpy(), model.arm_features.double().numpy(),
-            model.hp.alpha, meta)
+            model.config.alpha, meta)
 
 
 # -- bad input: each a 4xx with one line, counted, never a 500, never partly applied -----------------
@@ -229,7 +229,7 @@ def test_unknown_users_get_popularity_and_new_users_get_state(served, linucb_ckp
     client.post("/feedback", json=event("new-1", "stranger", "i010", reward=3.0))
     answer = client.post("/recommend", json={"user_id": "stranger", "k": 25}).json()
     assert answer["fallback"] is None and "i010" not in [r["item_id"] for r in answer["items"]]
-    lam = service.state.model.hp.lam
+    lam = service.state.model.config.lam
     A, b = linucb_reference(lam * np.eye(features.shape[1])[None], np.zeros((1, features.shape[1])), features,
                             [0], [meta["item_ids"].index("i010")], [3.0])
     expected = ucb_scores(A[0], b[0], features, alpha)

@@ -27,7 +27,7 @@ def serve(argv, monkeypatch, capsys):
     (["ckpt=C", "state_dir=S", "+colour=red"], "unknown key(s) ['colour']"),
     (["ckpt=C", "state_dir=S", "exploration.epsilon=2"], "exploration.epsilon=2.0 is not valid"),
     (["ckpt=C", "state_dir=S", "wal.sync=sometimes"], "wal.sync='sometimes' is not valid"),
-    (["ckpt=C", "state_dir=S", "limits.max_k=0"], "limits.max_k=0 is not valid"),
+    (["ckpt=C", "state_dir=S", "limits.max_k=0"], "limits.max_k=0 must be at least 1"),
     (["ckpt=C", "state_dir=S", "port=70000"], "port=70000 is not valid"),
 ])
 def test_config_mistakes_are_one_line(argv, words, ckpt, tmp_path, monkeypatch, capsys):

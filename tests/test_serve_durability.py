@@ -109,7 +109,7 @@ def test_kill9_under_load_loses_no_acknowledged_event_and_replays_exactly(tmp_pa
     slots = {user: n for n, user in enumerate([*meta["user_ids"], *recovered["online_user_ids"]])}
     n_slots = recovered["model_state"]["bandit.A"].shape[0]
     dim = features.shape[1]
-    A0 = np.tile(np.eye(dim) * model.hp.lam, (n_slots, 1, 1))
+    A0 = np.tile(np.eye(dim) * model.config.lam, (n_slots, 1, 1))
     b0 = np.zeros((n_slots, dim))
     A0[: len(meta["user_ids"])] = model.bandit.A.double().numpy()
     b0[: len(meta["user_ids"])] = model.bandit.b.double().numpy()

@@ -123,7 +123,7 @@ def test_ease_reads_the_new_history_row(checkpoints, data, tmp_path):
     model, _ = loaded(checkpoints["ease"])
     u = 4
     row = model.history.toarray()[u].astype(np.float64)
-    row[[1, 5]] = [1.0, 1.0] if model.hp.binary else [4.0, 2.0]  # binary EASE (the default) reads 0/1
+    row[[1, 5]] = [1.0, 1.0] if model.config.binary else [4.0, 2.0]  # binary EASE (the default) reads 0/1
     expected = row @ model.weights.double().numpy()  # score = x_u B with x_u the updated history row
     with app_client(checkpoints["ease"], tmp_path / "s") as (client, _):
         client.post("/feedback", json=[event("a", data.user_ids[u], data.item_ids[1], 4.0), event("b", data.user_ids[u], data.item_ids[5], 2.0)])
@@ -135,7 +135,7 @@ def test_ease_reads_the_new_history_row(checkpoints, data, tmp_path):
 def test_mf_folds_in_the_exact_user_factor(checkpoints, data, tmp_path):
     model, _ = loaded(checkpoints["mf"])
     u = 6
-    hp = model.hp
+    hp = model.config
     history = model.history.toarray()[u].astype(np.float64)
     history[[2, 9]] = [3.0, 1.0]
     Y = model.item_factors.double().numpy()

@@ -81,8 +81,8 @@ def test_movielens_later_ratings_fold_into_mf(shared_data, tmp_path):
             history = model.history.toarray()[u].astype(np.float64)
             mine = test[test["user"] == u]
             history[mine["item"].to_numpy()] = mine["rating"].to_numpy()
-            c = 1.0 + model.hp.alpha * history
-            x = np.linalg.solve((Y.T * c) @ Y + model.hp.regularization * np.eye(Y.shape[1]), (Y.T * c) @ (history > 0))
+            c = 1.0 + model.config.alpha * history
+            x = np.linalg.solve((Y.T * c) @ Y + model.config.regularization * np.eye(Y.shape[1]), (Y.T * c) @ (history > 0))
             expected = Y @ x
             got = client.post("/recommend", json={"user_id": data.user_ids[u], "k": 20}).json()["items"]
             index = {item: n for n, item in enumerate(data.item_ids)}

@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
+from deeprec.config import check_choice
 from deeprec.errors import ConfigError
+from deeprec.ranking import mask_excluded, topk_with_pads
 
 INVERSE_METHODS = ("auto", "columns", "lapack")
 
@@ -71,30 +72,6 @@ def arm_outer_products(arm_features: torch.Tensor) -> torch.Tensor:
     return arm_features[:, rows] * arm_features[:, cols]
 
 
-def exclusion_rows(exclude, start: int, stop: int, device) -> torch.Tensor | sp.csr_matrix | None:
-    """Rows start:stop of an exclusion mask (bool tensor [U, n_arms] or CSR [U, n_arms])."""
-    if exclude is None:
-        return None
-    if sp.issparse(exclude):
-        return exclude[start:stop]
-    return exclude[start:stop].to(device)
-
-
-def apply_exclusions(scores: torch.Tensor, excluded) -> torch.Tensor:
-    """scores [B, n_arms] with excluded arms set to -inf, in place."""
-    if excluded is None:
-        return scores
-    if sp.issparse(excluded):
-        excluded = sp.csr_matrix(excluded)
-        if excluded.nnz:
-            rows = np.repeat(np.arange(excluded.shape[0]), np.diff(excluded.indptr))
-            r = torch.from_numpy(rows).to(scores.device)
-            c = torch.from_numpy(excluded.indices.astype(np.int64)).to(scores.device)
-            scores[r, c] = -torch.inf
-        return scores
-    return scores.masked_fill_(excluded.bool(), -torch.inf)
-
-
 def stable_argsort(keys: torch.Tensor) -> torch.Tensor:
     """Stable argsort of integer keys [N]; NumPy's radix sort on CPU (~40x faster than torch's there)."""
     if keys.device.type == "cpu":
@@ -133,8 +110,7 @@ class BatchedLinUCB:
     ) -> None:
         if lam <= 0:
             raise ConfigError(f"LinUCB lam={lam} is not valid; the ridge term must be > 0")
-        if inverse_method not in INVERSE_METHODS:
-            raise ConfigError(f"LinUCB inverse_method={inverse_method!r} is not valid; choose one of {list(INVERSE_METHODS)}")
+        check_choice(inverse_method, INVERSE_METHODS, "LinUCB inverse_method")
         if reinvert_every < 1:
             raise ConfigError(f"LinUCB reinvert_every={reinvert_every} is not valid; use an integer >= 1")
         self.n_users, self.dim = int(n_users), int(dim)
@@ -380,14 +356,11 @@ class BatchedLinUCB:
         """
         users = self._users(users)
         xt, zt, weights = self._arms(arm_features)
-        n_arms = xt.shape[1]
-        k_eff = min(int(k), n_arms)
-        out = torch.full((len(users), int(k)), -1, dtype=torch.int64, device=self.device)
-        for s, e in self._chunks(len(users), n_arms):
+        out = torch.empty((len(users), int(k)), dtype=torch.int64, device=self.device)
+        for s, e in self._chunks(len(users), xt.shape[1]):
             scores = self._chunk_scores(users[s:e], xt, zt, weights, self._alpha_rows(alpha, s, e))
-            apply_exclusions(scores, exclusion_rows(exclude, s, e, self.device))
-            values, items = torch.topk(scores, k_eff, dim=1)
-            out[s:e, :k_eff] = torch.where(torch.isneginf(values), -1, items)
+            excluded = None if exclude is None else exclude[s:e]
+            out[s:e] = topk_with_pads(mask_excluded(scores, excluded), int(k))[1]
         return out
 
     def score_flops(self, n_users: int, n_arms: int) -> float:

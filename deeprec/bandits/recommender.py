@@ -20,18 +20,18 @@ import torch
 from deeprec.bandits.ability import student_ability
 from deeprec.bandits.features import VIDEO_FEATURES, attention, video_features, watched_matrix
 from deeprec.bandits.linucb import INVERSE_METHODS, BatchedLinUCB, PreparedArms
+from deeprec.config import DTYPES, check_choice, resolve_device, resolve_dtype
 from deeprec.errors import ConfigError, DataError
-from deeprec.recommender import Recommender, csr_to_tensors, tensors_to_csr
+from deeprec.recommender import ModelConfig, Recommender, csr_to_tensors, tensors_to_csr
 
 log = logging.getLogger("deeprec.bandits")
 
 FEATURE_SOURCES = ("video_stats", "item_features", "table", "embeddings")
 ALPHA_MODES = ("fixed", "personalised")
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass
-class LinUCBConfig:
+class LinUCBConfig(ModelConfig):
     name: str = "linucb"
     alpha_mode: str = "fixed"  # fixed: α for everyone | personalised: α_s = ability_s · S_s (SPEC 2.4)
     alpha: float = 1.0  # the fixed exploration weight
@@ -51,10 +51,14 @@ class LinUCBConfig:
     chunk_elements: int = 16777216  # user x arm scores held at once while scoring
     inverse_method: str = "auto"  # auto | lapack | columns (batched Cholesky, see linucb.py)
 
-
-def check_choice(value: str, valid, key: str) -> None:
-    if value not in valid:
-        raise ConfigError(f"model.{key}={value!r} is not valid; choose one of {list(valid)}")
+    def check(self) -> "LinUCBConfig":
+        check_choice(self.alpha_mode, ALPHA_MODES, "model.alpha_mode")
+        check_choice(self.features, FEATURE_SOURCES, "model.features")
+        check_choice(self.dtype, DTYPES, "model.dtype")
+        check_choice(self.inverse_method, INVERSE_METHODS, "model.inverse_method")
+        if self.features in ("table", "embeddings") and not self.feature_path:
+            raise ConfigError(f"model.features={self.features} needs model.feature_path=PATH")
+        return self
 
 
 def behaviour_rows(data, splits: tuple[str, ...]) -> pd.DataFrame | None:
@@ -107,10 +111,11 @@ def checkpoint_embeddings(path: str, item_ids: np.ndarray) -> np.ndarray:
     from deeprec.checkpoint import id_arrays, load_recommender
 
     model, meta = load_recommender(path)
-    if not hasattr(model, "item_embeddings"):
-        raise ConfigError(f"model.feature_path={path} holds model {meta['model']!r}, which has no item_embeddings()")
     with torch.no_grad():
-        emb = model.item_embeddings().detach().cpu().double().numpy()
+        emb = model.item_embeddings()
+    if emb is None:
+        raise ConfigError(f"model.feature_path={path} holds model {meta['model']!r}, which has no item_embeddings()")
+    emb = emb.detach().cpu().double().numpy()
     _, ckpt_items = id_arrays(meta)
     return aligned_rows(emb, ckpt_items, item_ids, path)
 
@@ -121,42 +126,35 @@ class LinUCBRecommender(Recommender):
     name = "linucb"
     config_class = LinUCBConfig
 
-    def __init__(self, n_users: int = 0, n_items: int = 0, **config) -> None:
-        super().__init__(n_users, n_items, **config)
-        self.hp = LinUCBConfig(**config)
-        check_choice(self.hp.alpha_mode, ALPHA_MODES, "alpha_mode")
-        check_choice(self.hp.features, FEATURE_SOURCES, "features")
-        check_choice(self.hp.dtype, DTYPES, "dtype")
-        check_choice(self.hp.inverse_method, INVERSE_METHODS, "inverse_method")
-        if self.hp.features in ("table", "embeddings") and not self.hp.feature_path:
-            raise ConfigError(f"model.features={self.hp.features} needs model.feature_path=PATH")
-        self.arm_features = torch.zeros(n_items, 0, dtype=torch.float64)
+    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, **config) -> None:
+        super().__init__(n_users, n_items, seed, **config)
+        self.arm_features = torch.zeros(self.n_items, 0, dtype=torch.float64)
         self.bandit: BatchedLinUCB | None = None
-        self.ability = torch.zeros(n_users, dtype=torch.float64)
-        self.dif = torch.zeros(n_items, dtype=torch.float64)
-        self.watched = sp.csr_matrix((n_users, n_items), dtype=np.float32)
+        self.ability = torch.zeros(self.n_users, dtype=torch.float64)
+        self.dif = torch.zeros(self.n_items, dtype=torch.float64)
+        self.watched = sp.csr_matrix((self.n_users, self.n_items), dtype=np.float32)
         self._prepared: tuple | None = None  # ((device, dtype), PreparedArms); reset when the arms change
 
     # -- fitting --------------------------------------------------------------------------------
     def _arm_features(self, data, rows: pd.DataFrame | None) -> np.ndarray:
-        hp = self.hp
-        if hp.features == "video_stats":
+        c = self.config
+        if c.features == "video_stats":
             if rows is None:
                 raise DataError(
                     f"model.features=video_stats needs the Coursera behaviour table (data=coursera); data={data.name} "
                     "has none: use model.features=item_features, table or embeddings"
                 )
             x = video_features(rows, rows["user"].to_numpy(), rows["item"].to_numpy(), data.n_users, data.n_items,
-                               hp.p, hp.q, hp.max_rewinds)
-        elif hp.features == "item_features":
+                               c.p, c.q, c.max_rewinds)
+        elif c.features == "item_features":
             if data.item_features is None:
                 raise DataError(f"model.features=item_features but data={data.name} has no item features")
             x = data.item_features.to_numpy(np.float64)
-        elif hp.features == "table":
-            x = read_feature_table(hp.feature_path, data.item_ids)
+        elif c.features == "table":
+            x = read_feature_table(c.feature_path, data.item_ids)
         else:
-            x = checkpoint_embeddings(hp.feature_path, data.item_ids)
-        if hp.standardize_features:
+            x = checkpoint_embeddings(c.feature_path, data.item_ids)
+        if c.standardize_features:
             scale = x.std(0)
             x = (x - x.mean(0)) / np.where(scale > 0, scale, 1.0)
         return x
@@ -164,14 +162,14 @@ class LinUCBRecommender(Recommender):
     def _history(self, data, splits: tuple[str, ...]):
         """(rows with user/item/reward, behaviour rows or None) of the known history in `splits`."""
         rows = behaviour_rows(data, splits)
-        if self.hp.reward == "rating" or rows is None:
-            if self.hp.reward != "rating" and self.hp.reward not in ("fracComp",):
-                raise DataError(f"model.reward={self.hp.reward!r} needs the Coursera behaviour table; data={data.name} has none")
+        if self.config.reward == "rating" or rows is None:
+            if self.config.reward != "rating" and self.config.reward not in ("fracComp",):
+                raise DataError(f"model.reward={self.config.reward!r} needs the Coursera behaviour table; data={data.name} has none")
             frame = data.rows(splits)
             return frame.assign(reward=frame["rating"].astype(np.float64)), rows
-        if self.hp.reward not in rows.columns:
-            raise DataError(f"model.reward={self.hp.reward!r} is not a column of the behaviour table; columns: {list(rows.columns)}")
-        return rows.assign(reward=rows[self.hp.reward].astype(np.float64)), rows
+        if self.config.reward not in rows.columns:
+            raise DataError(f"model.reward={self.config.reward!r} is not a column of the behaviour table; columns: {list(rows.columns)}")
+        return rows.assign(reward=rows[self.config.reward].astype(np.float64)), rows
 
     def _fit_users(self, data, splits: tuple[str, ...]) -> None:
         """Per-user ridge models, watched matrix and ability from the known history (no loop over users)."""
@@ -181,22 +179,22 @@ class LinUCBRecommender(Recommender):
         x = self.arm_features.to(self.bandit.dtype)
         self.bandit.fit(torch.from_numpy(users), x[torch.from_numpy(items)], torch.from_numpy(np.array(history["reward"], dtype=np.float64)))
         self.watched = watched_matrix(users, items, data.n_users, data.n_items)
-        if self.hp.alpha_mode == "personalised":
+        if self.config.alpha_mode == "personalised":
             if rows is None:
                 raise DataError(f"model.alpha_mode=personalised needs the Coursera behaviour table (quiz column s); data={data.name} has none")
             ability, _ = student_ability(rows["user"].to_numpy(), rows["fracComp"].to_numpy(), rows["s"].to_numpy(),
-                                         data.n_users, data.n_items, self.hp.w_p, self.hp.w_c, self.hp.w_q)
+                                         data.n_users, data.n_items, self.config.w_p, self.config.w_c, self.config.w_q)
             self.ability = torch.from_numpy(ability)
 
-    def fit(self, data, trainer=None) -> "LinUCBRecommender":
+    def fit(self, data, trainer=None, ckpt_path=None) -> "LinUCBRecommender":
         self.n_users, self.n_items = data.n_users, data.n_items
         rows = behaviour_rows(data, ("train",))
         x = self._arm_features(data, rows)
-        self.arm_features = torch.from_numpy(x)
+        self.arm_features = torch.from_numpy(np.array(x, dtype=np.float64))
         self._prepared = None
-        if self.hp.features == "video_stats":
+        if self.config.features == "video_stats":
             self.dif = torch.from_numpy(x[:, VIDEO_FEATURES.index("dif")].copy())
-        elif self.hp.alpha_mode == "personalised":
+        elif self.config.alpha_mode == "personalised":
             raise ConfigError("model.alpha_mode=personalised needs the video difficulty: use model.features=video_stats")
         self.bandit = self._new_bandit(x.shape[1])
         self._fit_users(data, ("train",))
@@ -227,15 +225,15 @@ class LinUCBRecommender(Recommender):
             return
         x = self.scoring_arms().xt.T  # the arm features already on the bandit's device and dtype
         self.bandit.update(users, x[items.to(self.bandit.device)], rewards)
-        if self.hp.alpha_mode == "personalised":
+        if self.config.alpha_mode == "personalised":
             new = watched_matrix(users.cpu().numpy(), items.cpu().numpy(), self.n_users, self.n_items)
             self.watched = ((self.watched + new) > 0).astype(np.float32).tocsr()
 
     def _new_bandit(self, dim: int) -> BatchedLinUCB:
         return BatchedLinUCB(
-            self.n_users, dim, alpha=self.hp.alpha, lam=self.hp.lam, device=self.device, dtype=DTYPES[self.hp.dtype],
-            reinvert_every=self.hp.reinvert_every, chunk_elements=self.hp.chunk_elements,
-            inverse_method=self.hp.inverse_method,
+            self.n_users, dim, alpha=self.config.alpha, lam=self.config.lam, device=self.device, dtype=resolve_dtype(self.config.dtype),
+            reinvert_every=self.config.reinvert_every, chunk_elements=self.config.chunk_elements,
+            inverse_method=self.config.inverse_method,
             # a user with several events in one update is re-inverted from A (one Cholesky) rather than
             # by one Sherman-Morrison round per event: measured 2x faster for online batches and replays
             max_sherman_morrison_rounds=1,
@@ -244,8 +242,8 @@ class LinUCBRecommender(Recommender):
     # -- scoring --------------------------------------------------------------------------------
     def exploration(self, users: torch.Tensor) -> float | torch.Tensor:
         """α for a batch of users: the fixed float, or [B, n_items] ability_s · S_s (SPEC 2.4)."""
-        if self.hp.alpha_mode == "fixed":
-            return self.hp.alpha
+        if self.config.alpha_mode == "fixed":
+            return self.config.alpha
         rows = users.detach().cpu().numpy()
         scores = attention(self.watched, self.dif.cpu().numpy(), rows)
         return (self.ability[rows].unsqueeze(1) * scores).to(self.device)
@@ -264,7 +262,7 @@ class LinUCBRecommender(Recommender):
         return self.bandit.ucb(self.scoring_arms(), users, alpha=self.exploration(users)).float()
 
     def to(self, device) -> "LinUCBRecommender":
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         if self.bandit is not None:
             self.bandit.to(self.device)
         return self

@@ -12,18 +12,24 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from deeprec.baselines.history import HistoryRecommender, resolve_device, resolve_dtype
+from deeprec.baselines.history import HistoryRecommender
+from deeprec.config import DTYPES, check_choice, resolve_dtype
 from deeprec.errors import ConfigError
+from deeprec.recommender import ModelConfig
+
 
 @dataclass
-class EASEConfig:
+class EASEConfig(ModelConfig):
     name: str = "ease"
     l2: float = 200.0  # lambda on the diagonal of X'X
     binary: bool = True  # X as 0/1 (Steck's setting) instead of the ratings
     dtype: str = "float32"  # float32 | float64 for the inversion
     max_dense_gb: float = 8.0  # refuse when the ~3 dense I x I matrices of the fit exceed this
     chunk_size: int = 2048  # item columns per block of the sparse Gram product X'X
-    fit_device: str = "cpu"  # cpu | cuda | auto
+
+    def check(self) -> "EASEConfig":
+        check_choice(self.dtype, DTYPES, "model.dtype")
+        return self
 
 
 def ease_weights(gram: torch.Tensor, l2: float) -> torch.Tensor:
@@ -44,37 +50,36 @@ class EASE(HistoryRecommender):
     name = "ease"
     config_class = EASEConfig
 
-    def __init__(self, n_users: int = 0, n_items: int = 0, **config) -> None:
-        super().__init__(n_users, n_items, **config)
-        self.hp = EASEConfig(**config)
-        self.dtype = resolve_dtype(self.hp.dtype)
-        self.weights = torch.zeros(n_items, n_items)
+    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, **config) -> None:
+        super().__init__(n_users, n_items, seed, **config)
+        self.dtype = resolve_dtype(self.config.dtype)
+        self.weights = torch.zeros(self.n_items, self.n_items)
 
     def dense_gb(self, n_items: int) -> float:
         """Memory of the fit: the Gram matrix, its Cholesky factor and the inverse, I x I each."""
         return 3 * n_items**2 * torch.finfo(self.dtype).bits / 8 / 1e9
 
-    def fit(self, data, trainer=None) -> "EASE":
+    def fit(self, data, trainer=None, ckpt_path=None) -> "EASE":
+        """Closed form on self.device (set by to(); the run's `device`)."""
         need = self.dense_gb(data.n_items)
-        if need > self.hp.max_dense_gb:
+        if need > self.config.max_dense_gb:
             raise ConfigError(
                 f"model=ease: {data.n_items} items need about {need:.1f} GB of dense I x I matrices, over "
-                f"model.max_dense_gb={self.hp.max_dense_gb}; raise max_dense_gb, filter rare items, or use itemknn/mf"
+                f"model.max_dense_gb={self.config.max_dense_gb}; raise max_dense_gb, filter rare items, or use itemknn/mf"
             )
         self.n_users, self.n_items = data.n_users, data.n_items
-        self.device = resolve_device(self.hp.fit_device)
         self.history = self.history_matrix(data, "train")
-        self.weights = ease_weights(self.gram(), self.hp.l2)
+        self.weights = ease_weights(self.gram(), self.config.l2)
         return self
 
     def gram(self) -> torch.Tensor:
         """X'X [I, I] dense on the fit device, built chunk_size item columns at a time so the sparse
         intermediate of the product never holds more than I x chunk_size entries."""
-        x = self.history.astype(np.float64 if self.hp.dtype == "float64" else np.float32)
+        x = self.history.astype(np.float64 if self.config.dtype == "float64" else np.float32)
         xt, x_columns = x.T.tocsr(), x.tocsc()
         gram = torch.empty(self.n_items, self.n_items, dtype=self.dtype, device=self.device)
-        for start in range(0, self.n_items, self.hp.chunk_size):
-            stop = min(start + self.hp.chunk_size, self.n_items)
+        for start in range(0, self.n_items, self.config.chunk_size):
+            stop = min(start + self.config.chunk_size, self.n_items)
             gram[:, start:stop] = torch.from_numpy((xt @ x_columns[:, start:stop]).toarray())
         return gram
 

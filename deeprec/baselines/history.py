@@ -1,5 +1,5 @@
-"""What the classic baselines share: the user x item history each one scores from, sparse tensors
-on the scoring device, and the choice of fitting device.
+"""What the classic baselines share: the user x item history each one scores from, and sparse
+tensors on the scoring device.
 
 The history is the train split after fit(); observe(data, splits) replaces it with the splits the
 evaluator names (train + valid when testing), so a user's known items feed the score.
@@ -13,30 +13,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from deeprec.errors import ConfigError
 from deeprec.online import set_entries
 from deeprec.recommender import Recommender, csr_to_tensors, tensors_to_csr
-
-
-def resolve_device(name: str, key: str = "fit_device") -> torch.device:
-    """cpu | cuda | auto (cuda when available) as a torch.device; cuda without a GPU is a ConfigError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ConfigError(f"model.{key}={name!r} is not valid; choose cpu, cuda or auto")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"model.{key}={name} but no CUDA device is available; use {key}=cpu or auto")
-    return torch.device(name)
-
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-def resolve_dtype(name: str, key: str = "dtype") -> torch.dtype:
-    """float32 | float64 as a torch dtype; anything else is a ConfigError."""
-    if name not in DTYPES:
-        raise ConfigError(f"model.{key}={name!r} is not valid; choose one of {list(DTYPES)}")
-    return DTYPES[name]
 
 
 def sparse_tensor(matrix: sp.spmatrix, device, dtype=torch.float32) -> torch.Tensor:
@@ -62,18 +40,16 @@ def sparse_times_dense_rows(matrix: torch.Tensor, rows: torch.Tensor) -> torch.T
 class HistoryRecommender(Recommender):
     """A Recommender that scores from each user's known items (`self.history`, CSR [U, I]).
 
-    Subclasses keep their validated config dataclass in `self.hp`.
+    Its config has a `binary` field: the history holds 1.0 for every interaction instead of the rating.
     """
 
-    hp = None
-
-    def __init__(self, n_users: int = 0, n_items: int = 0, **config) -> None:
-        super().__init__(n_users, n_items, **config)
-        self.history = sp.csr_matrix((n_users, n_items), dtype=np.float32)
+    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, **config) -> None:
+        super().__init__(n_users, n_items, seed, **config)
+        self.history = sp.csr_matrix((self.n_users, self.n_items), dtype=np.float32)
 
     def history_matrix(self, data, splits) -> sp.csr_matrix:
-        """The user x item matrix of `splits`: ratings, or 1.0 when the model's config has binary=True."""
-        matrix = data.matrix(splits, binary=bool(getattr(self.hp, "binary", False)))
+        """The user x item matrix of `splits`: ratings, or 1.0 when the config has binary=True."""
+        matrix = data.matrix(splits, binary=self.config.binary)
         matrix.eliminate_zeros()
         return matrix
 
@@ -97,7 +73,7 @@ class HistoryRecommender(Recommender):
         """Each (user, item) of the history takes the latest event's reward (1.0 where the model is
         binary); a reward <= 0 takes the item out of the model's input. Then history_rows_changed."""
         values = rewards.cpu().numpy().astype(np.float32).clip(min=0.0)
-        if getattr(self.hp, "binary", False):
+        if self.config.binary:
             values = (values > 0).astype(np.float32)
         users_np = users.cpu().numpy()
         self.history = set_entries(self.history, users_np, items.cpu().numpy(), values)
@@ -111,7 +87,8 @@ class HistoryRecommender(Recommender):
 
     def history_rows(self, users: torch.Tensor) -> torch.Tensor:
         """Dense history rows [B, I] float32 on self.device."""
-        return self.rows_as_dense(self.history, users, self.device)
+        rows = self.history[users.detach().cpu().numpy()]
+        return torch.from_numpy(np.asarray(rows.todense(), dtype=np.float32)).to(self.device)
 
     def history_state(self) -> dict[str, torch.Tensor]:
         return csr_to_tensors(self.history, "history")

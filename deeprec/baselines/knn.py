@@ -13,8 +13,8 @@ import scipy.sparse as sp
 import torch
 
 from deeprec.baselines.history import HistoryRecommender, sparse_product, sparse_tensor, sparse_times_dense_rows
-from deeprec.errors import ConfigError
-from deeprec.recommender import csr_to_tensors, tensors_to_csr
+from deeprec.config import check_choice
+from deeprec.recommender import ModelConfig, csr_to_tensors, tensors_to_csr
 
 
 def cosine_neighbours(
@@ -64,9 +64,22 @@ def cosine_neighbours(
     )
 
 
-def check_choice(value: str, valid: tuple[str, ...], key: str) -> None:
-    if value not in valid:
-        raise ConfigError(f"model.{key}={value!r} is not valid; choose one of {list(valid)}")
+def item_similarity(
+    ratings: sp.csr_matrix, neighbours: int, min_similarity: float, shrink: float = 0.0, chunk_size: int = 1024
+) -> sp.csr_matrix:
+    """sim: CSR [I, I], row i = item i's `neighbours` largest cosine similarities to the other items
+    over the users' ratings [U, I], those below min_similarity set to 0 (SPEC 1.11)."""
+    return cosine_neighbours(ratings.T.tocsr(), neighbours, min_similarity, shrink, chunk_size)
+
+
+def itemknn_scores(ratings: sp.csr_matrix, n_known: np.ndarray, similarity: sp.csr_matrix) -> np.ndarray:
+    """score: [U, I] float32 = sum_{i in known(u)} sim(i, j) r_ui / |known(u)| (SPEC 1.11), dense, on CPU.
+
+    n_known [U] counts every known item, rated 0 or not: ItemKNN's normalization=count divides by the
+    nonzero ratings instead, the same ranking (a per-user factor) but not the SPEC's score.
+    """
+    scores = np.asarray((ratings @ similarity).todense(), dtype=np.float32)
+    return scores / np.maximum(n_known, 1).astype(np.float32)[:, None]
 
 
 def divide_where_positive(scores: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -91,7 +104,7 @@ class NeighbourhoodRecommender(HistoryRecommender):
 
 
 @dataclass
-class ItemKNNConfig:
+class ItemKNNConfig(ModelConfig):
     name: str = "itemknn"
     neighbours: int = 64  # each item keeps its k nearest items
     min_similarity: float = 0.001  # similarities below this are set to 0
@@ -100,6 +113,11 @@ class ItemKNNConfig:
     normalization: str = "count"  # count: / |train(u)| (SPEC) | similarity: / sum_i |sim(i, j)| | none
     prune: str = "source"  # source: item i keeps its k nearest j | target: item j keeps its k nearest i
     chunk_size: int = 1024  # items per similarity block (memory ~ chunk_size x n_items x 4 bytes)
+
+    def check(self) -> "ItemKNNConfig":
+        check_choice(self.normalization, ("count", "similarity", "none"), "model.normalization")
+        check_choice(self.prune, ("source", "target"), "model.prune")
+        return self
 
 
 class ItemKNN(NeighbourhoodRecommender):
@@ -113,21 +131,17 @@ class ItemKNN(NeighbourhoodRecommender):
     name = "itemknn"
     config_class = ItemKNNConfig
 
-    def __init__(self, n_users: int = 0, n_items: int = 0, **config) -> None:
-        super().__init__(n_users, n_items, **config)
-        self.hp = ItemKNNConfig(**config)
-        check_choice(self.hp.normalization, ("count", "similarity", "none"), "normalization")
-        check_choice(self.hp.prune, ("source", "target"), "prune")
-        self.similarity = sp.csr_matrix((n_items, n_items), dtype=np.float32)
+    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, **config) -> None:
+        super().__init__(n_users, n_items, seed, **config)
+        self.similarity = sp.csr_matrix((self.n_items, self.n_items), dtype=np.float32)
         self._tensors()
 
-    def fit(self, data, trainer=None) -> "ItemKNN":
+    def fit(self, data, trainer=None, ckpt_path=None) -> "ItemKNN":
         self.n_users, self.n_items = data.n_users, data.n_items
         self.history = self.history_matrix(data, "train")
-        sim = cosine_neighbours(
-            self.history.T.tocsr(), self.hp.neighbours, self.hp.min_similarity, self.hp.shrink, self.hp.chunk_size
-        )
-        self.similarity = sim if self.hp.prune == "source" else sim.T.tocsr()
+        c = self.config
+        sim = item_similarity(self.history, c.neighbours, c.min_similarity, c.shrink, c.chunk_size)
+        self.similarity = sim if self.config.prune == "source" else sim.T.tocsr()
         self._tensors()
         return self
 
@@ -138,16 +152,16 @@ class ItemKNN(NeighbourhoodRecommender):
     def score(self, users: torch.Tensor) -> torch.Tensor:
         rows = self.history_rows(users)
         scores = sparse_times_dense_rows(self._sim, rows)
-        if self.hp.normalization == "count":
+        if self.config.normalization == "count":
             scores = scores / (rows != 0).sum(1, keepdim=True).clamp(min=1)
-        elif self.hp.normalization == "similarity":
+        elif self.config.normalization == "similarity":
             weight = sparse_times_dense_rows(self._abs_sim, (rows != 0).float())
             scores = divide_where_positive(scores, weight)
         return scores
 
 
 @dataclass
-class UserKNNConfig:
+class UserKNNConfig(ModelConfig):
     name: str = "userknn"
     neighbours: int = 64  # each user keeps its k nearest users
     min_similarity: float = 0.0  # similarities below this are set to 0
@@ -155,6 +169,10 @@ class UserKNNConfig:
     binary: bool = False  # 1.0 for every interaction instead of the rating
     normalization: str = "similarity"  # similarity: / sum_v |sim(u, v)| | none
     chunk_size: int = 1024  # users per similarity block (memory ~ chunk_size x n_users x 4 bytes)
+
+    def check(self) -> "UserKNNConfig":
+        check_choice(self.normalization, ("similarity", "none"), "model.normalization")
+        return self
 
 
 class UserKNN(NeighbourhoodRecommender):
@@ -167,15 +185,13 @@ class UserKNN(NeighbourhoodRecommender):
     name = "userknn"
     config_class = UserKNNConfig
 
-    def __init__(self, n_users: int = 0, n_items: int = 0, **config) -> None:
-        super().__init__(n_users, n_items, **config)
-        self.hp = UserKNNConfig(**config)
-        check_choice(self.hp.normalization, ("similarity", "none"), "normalization")
-        self.similarity = sp.csr_matrix((n_users, n_users), dtype=np.float32)
-        self.live_neighbours = np.zeros(n_users, bool)  # users whose neighbours follow their online events
+    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, **config) -> None:
+        super().__init__(n_users, n_items, seed, **config)
+        self.similarity = sp.csr_matrix((self.n_users, self.n_users), dtype=np.float32)
+        self.live_neighbours = np.zeros(self.n_users, bool)  # users whose neighbours follow their online events
         self._tensors()
 
-    def fit(self, data, trainer=None) -> "UserKNN":
+    def fit(self, data, trainer=None, ckpt_path=None) -> "UserKNN":
         self.n_users, self.n_items = data.n_users, data.n_items
         self.history = self.history_matrix(data, "train")
         self.history_changed()
@@ -185,7 +201,7 @@ class UserKNN(NeighbourhoodRecommender):
         """Neighbours and their items both come from the history, so a new history means new neighbours."""
         self.live_neighbours = np.zeros(self.history.shape[0], bool)
         self.similarity = cosine_neighbours(
-            self.history, self.hp.neighbours, self.hp.min_similarity, self.hp.shrink, self.hp.chunk_size
+            self.history, self.config.neighbours, self.config.min_similarity, self.config.shrink, self.config.chunk_size
         )
         self._tensors()
 
@@ -210,7 +226,7 @@ class UserKNN(NeighbourhoodRecommender):
         live = self.live_neighbours[users]
         if not live.any():
             return rows
-        hp = self.hp
+        hp = self.config
         fresh = cosine_neighbours(self.history, hp.neighbours, hp.min_similarity, hp.shrink, hp.chunk_size, rows=users[live])
         order = np.argsort(np.r_[np.flatnonzero(~live), np.flatnonzero(live)], kind="stable")
         return sp.vstack([rows[~live], fresh]).tocsr()[order]
@@ -218,7 +234,7 @@ class UserKNN(NeighbourhoodRecommender):
     def score(self, users: torch.Tensor) -> torch.Tensor:
         rows = self.neighbour_rows(users.detach().cpu().numpy())
         scores = sparse_product(sparse_tensor(rows, self.device), self._items)
-        if self.hp.normalization == "similarity":
+        if self.config.normalization == "similarity":
             weight = torch.from_numpy(np.asarray(abs(rows).sum(axis=1), np.float32)).to(self.device)
             scores = divide_where_positive(scores, weight)
         return scores

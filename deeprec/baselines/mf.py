@@ -15,24 +15,30 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from deeprec.baselines.history import HistoryRecommender, resolve_device, resolve_dtype
-from deeprec.errors import ConfigError, DataError
+from deeprec.baselines.history import HistoryRecommender
+from deeprec.config import DTYPES, check_at_least, check_choice, resolve_dtype
+from deeprec.errors import DataError
+from deeprec.recommender import ModelConfig
+
 
 @dataclass
-class ALSConfig:
+class ALSConfig(ModelConfig):
     name: str = "mf"
     factors: int = 64
-    regularization: float = 50.0  # reg in the loss above (best on valid: synthetic, coursera; 10 on ml-latest-small)
+    regularization: float = 50.0  # reg in the loss above (TUNING.md: the best on valid for synthetic and coursera)
     alpha: float = 1.0  # confidence c_ui = 1 + alpha r_ui
     iterations: int = 15  # each one solves all users, then all items
     binary: bool = False  # r_ui = 1 for every interaction instead of the rating
-    init_scale: float = 0.01  # item factors start as N(0, init_scale^2)
-    seed: int = 0
+    init_scale: float = 0.01  # item factors start as N(0, init_scale^2), drawn from the run's seed
     batch_size: int = 4096  # rows per batched solve (memory ~ batch_size x k^2)
     max_chunk_entries: int = 262144  # rows x padded row length per gathered block (memory ~ this x k x 2)
     track_loss: bool = False  # record the full loss after every half-step in loss_history (costs O(nnz k))
     dtype: str = "float32"  # float32 | float64
-    fit_device: str = "cpu"  # cpu | cuda | auto
+
+    def check(self) -> "ALSConfig":
+        check_choice(self.dtype, DTYPES, "model.dtype")
+        check_at_least(self, ("factors", "batch_size", "max_chunk_entries"))
+        return self
 
 
 def length_sorted_chunks(counts: np.ndarray, max_rows: int, max_entries: int) -> list[np.ndarray]:
@@ -111,34 +117,29 @@ class ALS(HistoryRecommender):
     name = "mf"
     config_class = ALSConfig
 
-    def __init__(self, n_users: int = 0, n_items: int = 0, **config) -> None:
-        super().__init__(n_users, n_items, **config)
-        self.hp = ALSConfig(**config)
-        self.dtype = resolve_dtype(self.hp.dtype)
-        for key in ("factors", "batch_size", "max_chunk_entries"):
-            if getattr(self.hp, key) < 1:
-                raise ConfigError(f"model.{key}={getattr(self.hp, key)} is not valid; it must be a positive integer")
-        dtype = self.dtype
-        self.user_factors = torch.zeros(n_users, self.hp.factors, dtype=dtype)
-        self.item_factors = torch.zeros(n_items, self.hp.factors, dtype=dtype)
+    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, **config) -> None:
+        super().__init__(n_users, n_items, seed, **config)
+        self.dtype = resolve_dtype(self.config.dtype)
+        self.user_factors = torch.zeros(self.n_users, self.config.factors, dtype=self.dtype)
+        self.item_factors = torch.zeros(self.n_items, self.config.factors, dtype=self.dtype)
         self.loss_history: list[float] = []
 
-    def fit(self, data, trainer=None) -> "ALS":
-        """Alternate exact user and item solves; with track_loss, loss_history holds the loss after every half-step."""
+    def fit(self, data, trainer=None, ckpt_path=None) -> "ALS":
+        """Alternate exact user and item solves on self.device (set by to(); the run's `device`); with
+        track_loss, loss_history holds the loss after every half-step."""
         self.n_users, self.n_items = data.n_users, data.n_items
-        self.device = resolve_device(self.hp.fit_device)
         dtype = self.dtype
         weights = self.history_matrix(data, "train")
         if weights.nnz and weights.data.min() < 0:
             raise DataError(f"model=mf needs non-negative ratings (confidence 1 + alpha r); found {weights.data.min()}")
         weights_t = weights.T.tocsr()
-        generator = torch.Generator().manual_seed(self.hp.seed)
-        items = torch.randn(self.n_items, self.hp.factors, generator=generator, dtype=dtype) * self.hp.init_scale
+        generator = torch.Generator().manual_seed(self.seed)
+        items = torch.randn(self.n_items, self.config.factors, generator=generator, dtype=dtype) * self.config.init_scale
         items = items.to(self.device)
-        users = torch.zeros(self.n_users, self.hp.factors, dtype=dtype, device=self.device)
+        users = torch.zeros(self.n_users, self.config.factors, dtype=dtype, device=self.device)
         self.loss_history = []
         self._track_loss(weights, users, items)
-        for _ in range(self.hp.iterations):
+        for _ in range(self.config.iterations):
             users = self.solve(weights, items)
             self._track_loss(weights, users, items)
             items = self.solve(weights_t, users)
@@ -150,19 +151,19 @@ class ALS(HistoryRecommender):
 
     def solve(self, weights: sp.csr_matrix, fixed: torch.Tensor) -> torch.Tensor:
         """One half-step: the exact factors of every row of `weights` given the other side `fixed`."""
-        hp = self.hp
-        return solve_side(weights, fixed, hp.alpha, hp.regularization, hp.batch_size, hp.max_chunk_entries)
+        c = self.config
+        return solve_side(weights, fixed, c.alpha, c.regularization, c.batch_size, c.max_chunk_entries)
 
     def _track_loss(self, weights: sp.csr_matrix, users: torch.Tensor, items: torch.Tensor) -> None:
-        if self.hp.track_loss:
-            self.loss_history.append(implicit_loss(weights, users, items, self.hp.alpha, self.hp.regularization))
+        if self.config.track_loss:
+            self.loss_history.append(implicit_loss(weights, users, items, self.config.alpha, self.config.regularization))
 
     def history_changed(self) -> None:
         """Fold-in: every user's exact factor for the new history, item factors fixed (one user half-step)."""
         self.user_factors = self.solve(self.history, self.item_factors)
 
     def users_added(self, count: int) -> None:
-        self.user_factors = torch.cat([self.user_factors, self.user_factors.new_zeros(count, self.hp.factors)])
+        self.user_factors = torch.cat([self.user_factors, self.user_factors.new_zeros(count, self.config.factors)])
 
     def history_rows_changed(self, users: np.ndarray) -> None:
         """Online fold-in: the exact factors of the users whose history changed, item factors fixed."""

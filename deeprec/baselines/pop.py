@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from deeprec.recommender import Recommender
+from deeprec.recommender import ModelConfig, Recommender
 
 
 @dataclass
-class PopularityConfig:
+class PopularityConfig(ModelConfig):
     name: str = "pop"
 
 
@@ -21,11 +21,11 @@ class Popularity(Recommender):
     name = "pop"
     config_class = PopularityConfig
 
-    def __init__(self, n_users: int = 0, n_items: int = 0, **config) -> None:
-        super().__init__(n_users, n_items, **config)
-        self.counts = torch.zeros(n_items)
+    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, **config) -> None:
+        super().__init__(n_users, n_items, seed, **config)
+        self.counts = torch.zeros(self.n_items)
 
-    def fit(self, data, trainer=None) -> "Popularity":
+    def fit(self, data, trainer=None, ckpt_path=None) -> "Popularity":
         self.n_users, self.n_items = data.n_users, data.n_items
         self.counts = torch.from_numpy(data.item_popularity("train").astype(np.float32)).to(self.device)
         return self

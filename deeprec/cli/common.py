@@ -90,22 +90,34 @@ def load_data(section):
 
 
 def model_kwargs(section: DictConfig) -> tuple[type, dict[str, Any]]:
-    """(Recommender class, validated hyper-parameters without `name`) for cfg.model."""
+    """(Recommender class, its checked hyper-parameters without `name`) for cfg.model: a bad key,
+    type or value fails here, before any data is read."""
     from deeprec.registry import model_class
 
     name = section.get("name")
     cls = model_class(name)
-    hp = dataclasses.asdict(validate_section(section, cls.config_class, f"model={name}"))
+    hp = dataclasses.asdict(validate_section(section, cls.config_class, f"model={name}").check())
     hp.pop("name", None)
     return cls, hp
 
 
 def build_model(section: DictConfig, data, seed: int = 0):
-    """An unfitted recommender for `data` from cfg.model."""
+    """An unfitted recommender for `data` from cfg.model, seeded with the run's seed."""
     cls, hp = model_kwargs(section)
-    if getattr(cls, "uses_trainer", False):
-        hp["seed"] = seed
-    return cls(n_users=data.n_users, n_items=data.n_items, **hp)
+    return cls(n_users=data.n_users, n_items=data.n_items, seed=seed, **hp)
+
+
+def run_device(cfg: DictConfig) -> str:
+    """The run's `device`: where models without a Lightning Trainer fit and where every model is
+    evaluated. null follows the trainer: cuda when trainer.accelerator asks for a GPU and one exists."""
+    from deeprec.config import resolve_device
+
+    if cfg.get("device") is not None:
+        return str(resolve_device(cfg.device, "device"))
+    import torch
+
+    wants_gpu = cfg.trainer.accelerator in ("gpu", "cuda", "auto")
+    return "cuda" if wants_gpu and torch.cuda.is_available() else "cpu"
 
 
 def ensure_writable_dir(path: str | Path) -> Path:

@@ -17,9 +17,6 @@ from deeprec.errors import ConfigError
 
 log = logging.getLogger("deeprec.compare")
 
-PER_USER = ("precision", "recall", "f1", "hit", "ndcg", "map", "mrr")
-
-
 def model_section(name: str, overrides: DictConfig | None) -> DictConfig:
     """conf/model/<name>.yaml (from the installed package) merged with the user's overrides."""
     from deeprec.registry import MODELS
@@ -48,14 +45,15 @@ def validated_model_sections(cfg: DictConfig) -> dict[str, DictConfig]:
 
 def per_user_values(topk, truth, ks) -> dict[str, np.ndarray]:
     """Per-user metric vectors (keys like ndcg@10) for the paired tests and the CIs."""
-    from deeprec.evaluation.metrics import per_user_metric
+    from deeprec.evaluation.metrics import PER_USER_METRICS, per_user_metric
 
-    return {f"{m}@{k}": per_user_metric(topk, truth, m, k) for k in ks for m in PER_USER}
+    return {f"{m}@{k}": per_user_metric(topk, truth, m, k) for k in ks for m in PER_USER_METRICS}
 
 
 def compare(cfg: DictConfig) -> "pd.DataFrame":  # noqa: F821
     from deeprec.atomic import write_text_atomic
     from deeprec.cli.train import run_training
+    from deeprec.evaluation.metrics import PER_USER_METRICS
     from deeprec.evaluation.report import leaderboard, plot, to_markdown
     from deeprec.registry import BASELINES
 
@@ -73,7 +71,7 @@ def compare(cfg: DictConfig) -> "pd.DataFrame":  # noqa: F821
         result = run_training(run_cfg, data=data)
         truth = data.truth("test")[result.test_users]
         per_user[name] = per_user_values(result.test_topk, truth, cfg.eval.ks)
-        set_metrics[name] = {k: v for k, v in result.metrics.items() if k.split("@")[0] not in PER_USER}
+        set_metrics[name] = {k: v for k, v in result.metrics.items() if k.split("@")[0] not in PER_USER_METRICS}
     table = leaderboard(per_user, set_metrics, BASELINES, cfg.report.test_metric)
     title = f"{data.name}: {data.n_users} users, {data.n_items} items, seed {cfg.seed}"
     write_text_atomic(out_dir / "leaderboard.csv", table.to_csv())

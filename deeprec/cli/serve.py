@@ -38,6 +38,7 @@ def run_server(cfg) -> None:
     import uvicorn
 
     from deeprec.serving.app import create_app
+    from deeprec.serving.launch import ready_server
     from deeprec.serving.service import Service
 
     sock = listening_socket(cfg.host, cfg.port)
@@ -47,10 +48,8 @@ def run_server(cfg) -> None:
         create_app(service), loop="auto", http="auto", lifespan="on", access_log=False,
         log_level=cfg.log_level, timeout_graceful_shutdown=10, server_header=False,
     )
-    server = uvicorn.Server(config)
-    print(json.dumps({"listening": f"http://{host}:{port}", "model_version": service.version,
-                      "recovery": service.recovery}), flush=True)
-    server.run(sockets=[sock])
+    ready = {"listening": f"http://{host}:{port}", "model_version": service.version, "recovery": service.recovery}
+    ready_server(config, ready).run(sockets=[sock])
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="serve", version_base="1.3")

@@ -28,19 +28,12 @@ from deeprec.cli.common import (
     model_kwargs,
     plain,
     report_user_errors,
+    run_device,
 )
 from deeprec.config import validate_section
-from deeprec.errors import ConfigError
+from deeprec.evaluation.config import EvalConfig
 
 log = logging.getLogger("deeprec.train")
-
-
-@dataclass
-class EvalConfig:
-    ks: list[int] = field(default_factory=lambda: [5, 10, 20])  # cut-offs of every metric
-    batch_size: int = 1024  # users scored at once
-    monitor: str = "ndcg@10"  # valid/<monitor> drives checkpoints and early stopping
-    patience: int = 5  # epochs without improvement before early stopping (0: off)
 
 
 @dataclass
@@ -49,6 +42,7 @@ class RunConfig:
 
     run_dir: str = "runs/run"
     seed: int = 0
+    device: str | None = None  # cpu | cuda | cuda:N | auto; null: cuda when the trainer asks for a GPU
     resume: bool = False
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -56,14 +50,9 @@ class RunConfig:
 def validate_run(cfg: DictConfig) -> None:
     """Fail fast, in one line, on a bad seed / resume / eval value or a bad trainer section."""
     keys = {f.name for f in dataclasses.fields(RunConfig)}
-    run = validate_section({k: v for k, v in plain(cfg).items() if k in keys}, RunConfig, "config")
-    if not run.eval.ks or min(run.eval.ks) < 1:
-        raise ConfigError(f"eval.ks={run.eval.ks} must list cut-offs of at least 1")
-    if run.eval.batch_size < 1 or run.eval.patience < 0:
-        raise ConfigError(f"eval.batch_size={run.eval.batch_size} must be >= 1 and eval.patience={run.eval.patience} >= 0")
-    if run.eval.monitor.split("@")[0] not in ("precision", "recall", "f1", "hit", "ndcg", "map", "mrr", "coverage"):
-        raise ConfigError(f"eval.monitor={run.eval.monitor!r} is not a metric@k such as ndcg@10")
+    validate_section({k: v for k, v in plain(cfg).items() if k in keys}, RunConfig, "config").eval.check()
     validate_section(cfg.trainer, TrainerConfig, "trainer")
+    run_device(cfg)
 
 
 def check_resume_matches(last: Path, model) -> None:
@@ -137,13 +126,14 @@ def make_trainer(cfg: DictConfig, data, run_dir: Path, logger):
 
 
 def fit_model(cfg: DictConfig, data, run_dir: Path, logger):
-    """Build and fit cfg.model on data; returns the best model (reloaded from its checkpoint)."""
+    """Build and fit cfg.model on data; returns the best model (a Trainer's is reloaded from its checkpoint)."""
     from deeprec.checkpoint import load_recommender, save_checkpoint
 
     model = build_model(cfg.model, data, seed=cfg.seed)
+    device = run_device(cfg)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
-    if getattr(model, "uses_trainer", False):
+    if model.uses_trainer:  # the Trainer places the model on its devices itself
         trainer = make_trainer(cfg, data, run_dir, logger)
         resume_from = str(last) if cfg.resume and last.exists() else None
         if resume_from is not None:
@@ -152,7 +142,7 @@ def fit_model(cfg: DictConfig, data, run_dir: Path, logger):
         best = ckpt_dir / "best.ckpt"
         model, _ = load_recommender(best if best.exists() else last)
     else:
-        model.fit(data)
+        model.to(device).fit(data)
         save_checkpoint(model, data, last)
         save_checkpoint(model, data, ckpt_dir / "best.ckpt")
     return model
@@ -211,10 +201,7 @@ def run_training(cfg: DictConfig, data=None) -> TrainResult:
         # DDP worker processes end after fit: rank 0 alone evaluates and writes the run's files
         # (two ranks writing id_maps/ through the same temporary name made one of them crash).
         return TrainResult({}, {}, model, data, np.zeros(0, np.int64), torch.zeros(0, 0, dtype=torch.int64))
-    if cfg.trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
-        model.to("cuda")
-    if hasattr(model, "eval"):
-        model.eval()
+    model.to(run_device(cfg)).eval()
     valid = {}
     if (data.frame["split"] == "valid").any():
         valid = evaluate_recommender(model, data, "valid", ks=cfg.eval.ks, batch_size=cfg.eval.batch_size)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
+from deeprec.data.interactions import InteractionData
 from deeprec.errors import ConfigError
+from deeprec.recommender import Recommender
 
 
 class InteractionDataModule(pl.LightningDataModule):
@@ -18,11 +20,12 @@ class InteractionDataModule(pl.LightningDataModule):
 
     def __init__(self, data) -> None:
         super().__init__()
-        if data is None or not hasattr(data, "frame"):
+        if not isinstance(data, InteractionData):
             raise ConfigError(f"InteractionDataModule needs an InteractionData, got {type(data).__name__}")
         self.data = data
 
     def train_dataloader(self) -> DataLoader:
-        if self.trainer is None or not hasattr(self.trainer.lightning_module, "train_dataloader_for"):
+        module = None if self.trainer is None else self.trainer.lightning_module
+        if not (isinstance(module, Recommender) and module.uses_trainer):
             raise ConfigError("InteractionDataModule.train_dataloader() runs inside trainer.fit of a LightningRecommender")
-        return self.trainer.lightning_module.train_dataloader_for(self.data)
+        return module.train_dataloader_for(self.data)

@@ -10,6 +10,9 @@ non-view events on the lesson page (video_play, click, ...) that end a lesson's 
 
 Everything is vectorised numpy over learners, enrolments, lesson views and events; the only loops are
 over blocks of `block_events` events (memory) and the rare extra cohort needed to reach an exact count.
+The module is one pipeline over 400 lines on purpose: its config (every knob, validated), the
+catalogue, the cohort simulation and the block writer share the private URL vocabulary and cohort
+structures; split apart, those internals would become public API.
 
     from deeprec.data.synthetic import generate_events, write_events, course_catalogue
     log = generate_events(300_000, seed=0)          # a DataFrame, exactly 300,000 rows

@@ -1,6 +1,6 @@
 """Lightning callback: the shared full-ranking evaluation on the valid split after every epoch.
 
-It logs `valid/<metric>` (e.g. valid/ndcg@10) so ModelCheckpoint and EarlyStopping can monitor the
+It logs `valid/<metric>@<k>` for every metric of evaluation.metrics (e.g. valid/ndcg@10) so ModelCheckpoint and EarlyStopping can monitor the
 same numbers the offline comparison reports; it calls the same code (evaluate_recommender).
 """
 
@@ -11,8 +11,8 @@ from typing import Sequence
 import pytorch_lightning as pl
 
 from deeprec.evaluation.evaluator import evaluate_recommender
+from deeprec.evaluation.metrics import METRICS
 
-LOGGED = ("precision", "recall", "ndcg", "map", "mrr", "hit", "coverage")
 
 
 class FullRankingEvaluation(pl.Callback):
@@ -32,6 +32,6 @@ class FullRankingEvaluation(pl.Callback):
         logged = {
             f"{self.split}/{key}": value
             for key, value in metrics.items()
-            if key.split("@")[0] in LOGGED
+            if key.split("@")[0] in METRICS
         }
         pl_module.log_dict(logged, prog_bar=False, logger=True, sync_dist=False)

@@ -6,7 +6,10 @@ hit = share of users with |R∩T| > 0; ndcg = Σ hit[r]/log2(r+2) / Σ_{r<min(|T
 map = Σ_r precision@r·hit[r] / min(|T|,k); mrr = 1/(rank of the first hit) within k, else 0;
 coverage = distinct recommended items / n_items; personalization = 1 − mean over user pairs of
 |R(u)∩R(v)|/k; novelty = mean over recommended items of −log2(popularity_i / n_popularity_users).
-Users with an empty truth set are skipped and counted in `n_users_skipped`.
+Users with an empty truth set are skipped and counted in `n_users_skipped`. Every result is keyed
+f"{name}@{k}" with a name from PER_USER_METRICS or LIST_METRICS: callers use these names, not copies.
+
+precision_at_user_k is the ratings paper's metric (SPEC 1.11): precision at k_u = min(k, |T|).
 """
 
 from __future__ import annotations
@@ -17,7 +20,15 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from deeprec.ranking import ranking_keys
+
 DEFAULT_KS = (5, 10, 20)
+#: metrics with one value per evaluated user (reported as the mean; paired tests use the values)
+PER_USER_METRICS = ("precision", "recall", "f1", "hit", "ndcg", "map", "mrr")
+#: metrics of the whole set of top-k lists
+LIST_METRICS = ("coverage", "personalization", "novelty")
+#: every metric name evaluate_topk reports (at each k)
+METRICS = PER_USER_METRICS + LIST_METRICS
 
 
 def truth_to_csr(truth, n_items: int | None = None) -> sp.csr_matrix:
@@ -54,6 +65,17 @@ def hit_matrix(topk: torch.Tensor, truth: sp.csr_matrix) -> torch.Tensor:
     return (truth_keys[pos] == keys) & valid
 
 
+def personalization(topk: torch.Tensor, k: int) -> float:
+    """1 − mean over pairs of lists of |R(u) ∩ R(v)| / k, for topk [U, K] (−1 pads); NaN for fewer than 2 lists."""
+    lists = topk[:, :k]
+    counts = torch.bincount(lists[lists >= 0]).double()
+    n_lists = lists.shape[0]
+    if n_lists < 2:
+        return float("nan")
+    overlap_pairs = (counts * (counts - 1)).sum().item()  # ordered pairs (u != v) sharing an item
+    return float(1.0 - overlap_pairs / (n_lists * (n_lists - 1)) / k)
+
+
 def _set_metrics(topk: torch.Tensor, k: int, n_items: int, popularity: np.ndarray | None, n_pop_users: int):
     """Metrics over the whole list set: coverage, personalization, novelty at k."""
     lists = topk[:, :k]
@@ -61,13 +83,7 @@ def _set_metrics(topk: torch.Tensor, k: int, n_items: int, popularity: np.ndarra
     flat = lists[valid]
     counts = torch.bincount(flat, minlength=n_items).double()
     out = {f"coverage@{k}": float((counts > 0).sum().item() / max(n_items, 1))}
-    n_lists = lists.shape[0]
-    if n_lists >= 2:
-        overlap_pairs = (counts * (counts - 1)).sum().item()  # ordered pairs (u != v) sharing an item
-        mean_overlap = overlap_pairs / (n_lists * (n_lists - 1))
-        out[f"personalization@{k}"] = float(1.0 - mean_overlap / k)
-    else:
-        out[f"personalization@{k}"] = float("nan")
+    out[f"personalization@{k}"] = personalization(topk, k)
     if popularity is not None and flat.numel() > 0:
         share = np.clip(popularity.astype(np.float64), 1, None) / max(n_pop_users, 1)
         out[f"novelty@{k}"] = float(np.mean(-np.log2(share[flat.numpy()])))
@@ -150,3 +166,30 @@ def per_user_metric(topk, truth, metric: str, k: int) -> np.ndarray:
     if metric not in values:
         raise ValueError(f"per-user metric {metric!r} is not one of {sorted(values)}")
     return values[metric].numpy()
+
+
+def precision_at_user_k(
+    scores: torch.Tensor, exclude: torch.Tensor, truth: torch.Tensor, k: int, tie_rank: torch.Tensor
+) -> torch.Tensor:
+    """precision: [B] float64 at k_u = min(k, |truth(u)|) for scores [B, I]; NaN where truth(u) is empty.
+
+    exclude, truth: bool [B, I] (train courses never recommended; test courses relevant); equal scores
+    are ordered by tie_rank [I] (lower first), so the result does not depend on sort internals.
+    """
+    top = torch.topk(ranking_keys(scores, tie_rank).masked_fill(exclude, torch.iinfo(torch.int64).min),
+                     min(k, scores.shape[1]), dim=1).indices
+    hits = truth.gather(1, top)
+    k_u = truth.sum(1).clamp(max=k)
+    within = torch.arange(top.shape[1], device=top.device)[None, :] < k_u[:, None]
+    return (hits & within).sum(1).double() / k_u.double()
+
+
+def random_precision(train: sp.csr_matrix, test: sp.csr_matrix, k: int) -> float:
+    """Expected precision@k_u of a uniformly random ranking of each user's unseen courses (mean over users).
+
+    A random top-k_u of the C_u candidates holds on average k_u |test(u)| / C_u test courses.
+    """
+    n_test = np.diff(test.indptr)
+    candidates = train.shape[1] - np.diff(train.indptr)
+    users = n_test > 0
+    return float(np.mean(n_test[users] / candidates[users])) if users.any() else float("nan")

@@ -1,8 +1,10 @@
-"""Leaderboards: a table of mean and 95% CI per metric and model, significance against the best
-baseline, written as Markdown + CSV, and a PNG bar plot of the main metrics."""
+"""Reports: leaderboards (mean and 95% CI per metric and model, significance against the best
+baseline, Markdown + CSV, a PNG bar plot), and the Markdown tables, number formats and line plots
+the paper experiments write."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -51,6 +53,57 @@ def markdown_table(cells: pd.DataFrame) -> str:
         line = line + " | " + cells[column].astype(str)
     header = ["| " + " | ".join(map(str, cells.columns)) + " |", "|" + "---|" * cells.shape[1]]
     return "\n".join(header + (line + " |").tolist())
+
+
+def format_number(value, digits: int = 4) -> str:
+    """A readable cell: "–" for None/NaN, yes/no for booleans, thousands separators for integers,
+    scientific notation below 1e-3, else `digits` decimals."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    return f"{value:.3e}" if 0 < abs(value) < 1e-3 else f"{value:.{digits}f}"
+
+
+def number_table(frame: pd.DataFrame, headers: dict[str, str]) -> str:
+    """A Markdown table of frame[list(headers)] titled by headers' values; numbers by format_number."""
+    cells = pd.DataFrame({title: frame[key].map(lambda v: v if isinstance(v, str) else format_number(v))
+                          for key, title in headers.items()})
+    return markdown_table(cells)
+
+
+def json_default(value):
+    """json.dumps(default=...) for numpy scalars (and anything else as its text)."""
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, np.floating):
+        return float(value)
+    return str(value)
+
+
+def plot_lines(lines: Sequence[tuple[str, Sequence[float], Sequence[float], bool]], path: Path, xlabel: str,
+               ylabel: str, symlog_x: float | None = None) -> Path:
+    """One PNG of (label, x, y, bold) lines, written atomically; symlog_x: a symmetric-log x axis linear below it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for label, x, y, bold in lines:
+        ax.plot(x, y, marker="o", linewidth=2.5 if bold else 1.0, label=label)
+    if symlog_x is not None:
+        ax.set_xscale("symlog", linthresh=symlog_x)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    write_bytes_atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
+    plt.close(fig)
+    return path
 
 
 def _fixed(values: pd.Series) -> pd.Series:

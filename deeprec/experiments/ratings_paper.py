@@ -1,49 +1,44 @@
 """The ratings paper's experiment (SPEC 1.11, seed 002): 10 rating strategies x item-kNN, precision at a
 per-user k, resampled significance tests, and the lesson-duration curves of its Figures 3-4.
 
-    python -m deeprec.experiments.ratings_paper +experiment=ratings_paper_synthetic
-    python -m deeprec.experiments.ratings_paper +experiment=ratings_paper_epm
+    python -m deeprec.cli.ratings_paper +experiment=ratings_paper_synthetic   (the Hydra app: deeprec.cli)
+    python -m deeprec.experiments.ratings_paper +experiment=ratings_paper_epm  (the same app)
 
-The log is rated once (sessions and durations); every strategy is then a re-rating of the same
-(user, course) pairs, and every resample a row subset of the same sparse matrices.
+The log comes from the data registry (an event log of conf/data: synthetic, epm, events) and is rated
+once (sessions and durations); every strategy is then a re-rating of the same (user, course) pairs,
+and every resample a row subset of the same sparse matrices. The item-kNN is baselines.knn's, the
+metric evaluation.metrics' precision@k_u, the tables and figures evaluation.report's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
-import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import hydra
 import pandas as pd
 import scipy.sparse as sp
 import torch
 from scipy import stats
 
-from deeprec.baselines.knn import cosine_neighbours
-from deeprec.cli.common import CONFIG_PATH, report_user_errors
-from deeprec.config import validate_section
-from deeprec.data.ratings import RatingsConfig, RatingsResult, rate_events, rate_log
+from deeprec.atomic import write_text_atomic
+from deeprec.baselines.knn import item_similarity, itemknn_scores
+from deeprec.config import check_at_least, check_choice, resolve_device
+from deeprec.data.ratings import RatingsResult
 from deeprec.data.ratings.config import PENALTIES, THRESHOLDS
-from deeprec.data.ratings.rating import rate_pairs
-from deeprec.data.synthetic import SyntheticConfig, course_catalogue, generate_events
+from deeprec.data.ratings.rating import RatedMatrices, rated_matrices
 from deeprec.errors import ConfigError, DataError
-from deeprec.atomic import write_bytes_atomic, write_text_atomic
-from deeprec.evaluation.report import markdown_table as report_table
+from deeprec.evaluation.metrics import precision_at_user_k, random_precision
+from deeprec.evaluation.report import json_default, number_table, plot_lines
 from deeprec.evaluation.stats import bonferroni, rank_sum_greater
-
-log = logging.getLogger("deeprec.ratings_paper")
+from deeprec.ranking import TIE_ORDERS, random_item_rank, tie_ranks
 
 THRESHOLD_LABELS = {"per_user": "PU", "global": "GPC"}
 PENALTY_LABELS = {"quadratic": "F1 quadratic", "linear": "F2 linear", "log": "F3 log", "sqrt": "F4 sqrt", "step": "F5 step"}
-TIE_BREAKS = ("random", "index", "popularity")
 
 # The paper's reported numbers (GCFGlobal, 7,071 users, 230 courses), shown beside ours.
 PAPER_PRECISION = {  # Table 2: precision@k_u on the whole data set
@@ -106,14 +101,11 @@ class PaperProtocol:
                 f"protocol.reference_threshold/reference_penalty={self.reference_threshold}/{self.reference_penalty} "
                 f"must be among protocol.thresholds {self.thresholds} and protocol.penalties {self.penalties}"
             )
-        for key, valid in (("tie_break", TIE_BREAKS), ("bonferroni", ("per_table", "all"))):
-            if getattr(self, key) not in valid:
-                raise ConfigError(f"protocol.{key}={getattr(self, key)!r} is not valid; choose one of {list(valid)}")
+        check_choice(self.tie_break, TIE_ORDERS, "protocol.tie_break")
+        check_choice(self.bonferroni, ("per_table", "all"), "protocol.bonferroni")
         if self.cpu_threads < 0:
             raise ConfigError(f"protocol.cpu_threads={self.cpu_threads} must be >= 0 (0: torch's default)")
-        for key in ("k", "neighbours", "sample_users", "batch_users"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"protocol.{key}={getattr(self, key)} must be >= 1")
+        check_at_least(self, ("k", "neighbours", "sample_users", "batch_users"), prefix="protocol")
         if self.n_resamples < 2:
             raise ConfigError(f"protocol.n_resamples={self.n_resamples} must be >= 2 (the tests compare samples)")
         if not 0 < self.small_sample_share < 1:
@@ -122,8 +114,7 @@ class PaperProtocol:
             raise ConfigError(f"protocol.alpha={self.alpha} must be between 0 and 1 (exclusive)")
         if any(s < 0 for s in self.min_lesson_seconds_grid):
             raise ConfigError(f"protocol.min_lesson_seconds_grid={self.min_lesson_seconds_grid} must hold values >= 0")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"protocol.device={self.device} but no CUDA device is available; use protocol.device=cpu")
+        resolve_device(self.device, "protocol.device", allow_auto=False)
         return self
 
     def strategies(self) -> list[tuple[str, str]]:
@@ -131,167 +122,7 @@ class PaperProtocol:
         return [(t, p) for t in self.thresholds for p in self.penalties]
 
 
-@dataclass
-class SyntheticSource:
-    """deeprec's generated MOOC log (deeprec.data.synthetic), lessons_in(c) from its catalogue."""
-
-    name: str = "synthetic"
-    n_events: int = 500_000
-    use_catalogue: bool = True
-    generator: SyntheticConfig = field(default_factory=SyntheticConfig)
-
-
-@dataclass
-class EpmSource:
-    """The EPM Deeds clickstream (course = lab session, lesson = exercise; see data/adapters/epm.py)."""
-
-    name: str = "epm"
-    path: str | None = None  # null: ../shared/data/epm-deeds-clickstream
-    view_activities: str = "^(Study|Deeds|TextEditor|Diagram|FSM|Fsm|Properties)"  # activities that view a lesson
-    timezone: str = "Europe/Rome"
-
-
-@dataclass
-class EventsSource:
-    """Any SPEC 1.1 event log (CSV/Parquet file or folder)."""
-
-    name: str = "events"
-    path: str = "???"
-
-
-SOURCES = {"synthetic": SyntheticSource, "epm": EpmSource, "events": EventsSource}
-
-
-# ----------------------------------------------------------------------------- rating the source
-
-
-def rate_source(source, ratings_cfg: RatingsConfig) -> RatingsResult:
-    """SPEC 1.1-1.10 on the configured log, once; strategies are re-rated from its durations."""
-    ratings_cfg = ratings_cfg.check()
-    if isinstance(source, SyntheticSource):
-        generator = source.generator.check()
-        events = generate_events(source.n_events, cfg=generator)
-        with tempfile.TemporaryDirectory(prefix="deeprec-paper-") as scratch:
-            if source.use_catalogue and not ratings_cfg.catalogue:
-                table = Path(scratch) / "catalogue.parquet"
-                course_catalogue(generator)[["course_id", "n_lessons"]].to_parquet(table, index=False)
-                ratings_cfg = dataclasses.replace(ratings_cfg, catalogue=str(table))
-            result = rate_events(events, ratings_cfg, source=f"synthetic log ({source.n_events:,} events, seed {generator.seed})")
-        return result  # lessons_in (from the catalogue) is kept in the result for re-rating
-    if isinstance(source, EpmSource):
-        from deeprec.data.adapters.epm import epm_events
-
-        events = epm_events(source.path, source.timezone)
-        try:
-            pattern = re.compile(source.view_activities)
-        except re.error as exc:
-            raise ConfigError(f"source.view_activities={source.view_activities!r} is not a valid regex ({exc})") from None
-        activities = np.sort(events["event"].dropna().unique()).tolist()
-        views = [a for a in activities if pattern.search(a)]  # over the distinct labels, not rows
-        if not views:
-            raise ConfigError(f"source.view_activities={source.view_activities!r} matches no activity; e.g. {activities[:8]}")
-        return rate_events(events, dataclasses.replace(ratings_cfg, view_events=views), source="EPM clickstream")
-    if source.path in (None, "", "???"):
-        raise ConfigError("source.path= is required for source=events (a SPEC 1.1 log, CSV/Parquet file or folder)")
-    return rate_log(source.path, ratings_cfg)
-
-
-# ----------------------------------------------------------------------------- matrices and the recommender
-
-
-@dataclass
-class RatedMatrices:
-    """One rated data set as sparse matrices over users x courses (courses in id order).
-
-    train, test: binary CSR [U, I] of each user's train / test courses (SPEC 1.9);
-    ratings: (threshold, penalty) -> CSR [U, I] of the train ratings (explicit zeros kept).
-    """
-
-    user_ids: np.ndarray
-    course_ids: np.ndarray
-    train: sp.csr_matrix
-    test: sp.csr_matrix
-    ratings: dict[tuple[str, str], sp.csr_matrix]
-
-    @property
-    def n_users(self) -> int:
-        return len(self.user_ids)
-
-
-def rated_matrices(ratings: pd.DataFrame, strategies: list[tuple[str, str]]) -> RatedMatrices:
-    """RatedMatrices of a ratings frame (user_id, course_id, pct_viewed, split), every strategy re-rated
-    from pct_viewed with the ratings pipeline's own rule (SPEC 1.7-1.8)."""
-    users, user_ids = pd.factorize(ratings["user_id"], sort=True)
-    courses, course_ids = pd.factorize(ratings["course_id"], sort=True)
-    shape = (len(user_ids), len(course_ids))
-    is_train = (ratings["split"] == "train").to_numpy()
-
-    def matrix(rows: np.ndarray, values: np.ndarray) -> sp.csr_matrix:
-        m = sp.csr_matrix((values[rows], (users[rows], courses[rows])), shape=shape, dtype=np.float32)
-        m.sort_indices()
-        return m
-
-    train_rows, test_rows = np.flatnonzero(is_train), np.flatnonzero(~is_train)
-    ones = np.ones(len(ratings), np.float32)
-    by_strategy = {s: matrix(train_rows, rate_pairs(ratings, *s).astype(np.float32)) for s in strategies}
-    return RatedMatrices(np.asarray(user_ids), np.asarray(course_ids), matrix(train_rows, ones), matrix(test_rows, ones), by_strategy)
-
-
-def item_similarity(train_ratings: sp.csr_matrix, neighbours: int, min_similarity: float) -> sp.csr_matrix:
-    """sim: CSR [I, I], row i = item i's `neighbours` largest cosine similarities on the train ratings,
-    those below min_similarity set to 0, itself excluded (SPEC 1.11; deeprec.baselines.knn's builder)."""
-    return cosine_neighbours(train_ratings.T.tocsr(), neighbours, min_similarity)
-
-
-def itemknn_scores(train_ratings: sp.csr_matrix, n_train: np.ndarray, similarity: sp.csr_matrix) -> np.ndarray:
-    """score: [U, I] float32 = sum_{i in train(u)} sim(i, j) r_ui / |train(u)| (SPEC 1.11).
-
-    n_train counts every train course, rated 0 or not (the baselines' ItemKNN counts nonzero ratings:
-    the same ranking, since it is a per-user factor, but not the SPEC's score).
-    """
-    scores = np.asarray((train_ratings @ similarity).todense(), dtype=np.float32)
-    return scores / np.maximum(n_train, 1).astype(np.float32)[:, None]
-
-
-def precision_at_user_k(
-    scores: torch.Tensor, exclude: torch.Tensor, truth: torch.Tensor, k: int, tie_rank: torch.Tensor
-) -> torch.Tensor:
-    """precision: [B] float64 at k_u = min(k, |truth(u)|) for scores [B, I]; NaN where truth(u) is empty.
-
-    exclude, truth: bool [B, I] (train courses never recommended; test courses relevant); equal scores
-    are ordered by tie_rank [I] (lower first), so the result does not depend on sort internals.
-    """
-    top = torch.topk(ranking_keys(scores, tie_rank).masked_fill(exclude, torch.iinfo(torch.int64).min),
-                     min(k, scores.shape[1]), dim=1).indices
-    hits = truth.gather(1, top)
-    k_u = truth.sum(1).clamp(max=k)
-    within = torch.arange(top.shape[1], device=top.device)[None, :] < k_u[:, None]
-    return (hits & within).sum(1).double() / k_u.double()
-
-
-def ranking_keys(scores: torch.Tensor, tie_rank: torch.Tensor) -> torch.Tensor:
-    """keys: [B, I] int64, distinct within a row, ordered as (score as float32, then lower tie_rank).
-
-    The float32 bit pattern, with the bits of negative numbers flipped, is an integer in the order of
-    the values; shifting it left and adding the tie order makes one exact key, so a partial top-k
-    (torch.topk) replaces a full stable sort.
-    """
-    bits = (scores.float() + 0.0).view(torch.int32).to(torch.int64)  # + 0.0 turns -0.0 into 0.0
-    ordered = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
-    n_items = scores.shape[1]
-    return ordered * n_items + (n_items - 1 - tie_rank.to(torch.int64))[None, :]
-
-
-def tie_ranks(mode: str, train: sp.csr_matrix, random_rank: np.ndarray) -> torch.Tensor:
-    """[I] int64 priority of each course among equal scores (0 first)."""
-    if mode == "random":
-        return torch.from_numpy(random_rank)
-    if mode == "index":
-        return torch.arange(train.shape[1])
-    popularity = np.asarray(train.sum(axis=0)).ravel()
-    rank = np.empty(len(popularity), np.int64)
-    rank[np.argsort(-popularity, kind="stable")] = np.arange(len(popularity))
-    return torch.from_numpy(rank)
+# ----------------------------------------------------------------------------- the item-kNN per strategy
 
 
 def strategy_precision(
@@ -310,17 +141,6 @@ def strategy_precision(
         truth = torch.from_numpy(test[rows].toarray() > 0).to(device)
         out.append(precision_at_user_k(scores, exclude, truth, protocol.k, tie_rank).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
-
-
-def random_precision(train: sp.csr_matrix, test: sp.csr_matrix, k: int) -> float:
-    """Expected precision@k_u of a uniformly random ranking of each user's unseen courses (mean over users).
-
-    A random top-k_u of the C_u candidates holds on average k_u |test(u)| / C_u test courses.
-    """
-    n_test = np.diff(test.indptr)
-    candidates = train.shape[1] - np.diff(train.indptr)
-    users = n_test > 0
-    return float(np.mean(n_test[users] / candidates[users])) if users.any() else float("nan")
 
 
 # ----------------------------------------------------------------------------- the experiment
@@ -350,11 +170,6 @@ def resample_plan(n_users: int, protocol: PaperProtocol) -> ResamplePlan:
         )
     samples = np.stack([rng.choice(n_users, size, replace=False) for _ in range(protocol.n_resamples)])
     return ResamplePlan(np.sort(samples, axis=1), note)
-
-
-def random_item_rank(n_items: int, seed: int) -> np.ndarray:
-    """[I] a seeded random priority per course for ties (its own stream, independent of the samples)."""
-    return np.random.default_rng([seed, 1]).permutation(n_items).astype(np.int64)
 
 
 def full_data_precision(matrices: RatedMatrices, protocol: PaperProtocol) -> dict[tuple[str, str], float]:
@@ -512,35 +327,18 @@ def _run_experiment(result: RatingsResult, protocol: PaperProtocol) -> PaperResu
 # ----------------------------------------------------------------------------- writers
 
 
-def _number(value, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)):
-        return f"{int(value):,}"
-    return f"{value:.3e}" if 0 < abs(value) < 1e-3 else f"{value:.{digits}f}"
-
-
-def markdown_table(frame: pd.DataFrame, headers: dict[str, str]) -> str:
-    """A GitHub Markdown table of frame[headers] with readable numbers (report.markdown_table)."""
-    cells = pd.DataFrame({title: frame[key].map(lambda v: v if isinstance(v, str) else _number(v))
-                          for key, title in headers.items()})
-    return report_table(cells)
-
-
 def report_markdown(results: PaperResults, protocol: PaperProtocol) -> str:
     """table.md: Tables 2+5 side by side with the paper's, then Tables 3-4."""
     f = results.facts
     table = results.table.assign(
         resampled=[f"{m:.4f} ± {s:.4f}" for m, s in zip(results.table["resampled_mean"], results.table["resampled_std"])]
     )
-    strategies = markdown_table(table, {
+    strategies = number_table(table, {
         "threshold": "Threshold", "penalty": "Penalty", "precision": f"P@k_u (k={protocol.k})",
         "paper_precision": "paper (Table 2)", "resampled": "resampled mean ± std",
         "paper_resampled_mean": "paper (Table 5)", "n_users": "users", "n_ratings": "ratings",
     })
-    tests = markdown_table(results.tests, {
+    tests = number_table(results.tests, {
         "test": "one-sided rank-sum", "statistic": "z", "p_value": "p", "p_bonferroni": "p Bonferroni",
         "significant": f"significant (α={protocol.alpha})", "paper_p_value": "paper p (Tables 3-4)",
     })
@@ -564,34 +362,16 @@ def report_markdown(results: PaperResults, protocol: PaperProtocol) -> str:
 
 
 def plot_duration_curves(durations: pd.DataFrame, folder: Path, highlight: tuple[str, str]) -> list[Path]:
-    """Figure 3 (precision) and Figure 4 (users) against min_lesson_seconds, one line per strategy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    for column, label, name in (("precision", "precision@k_u", "figure3_precision_vs_duration.png"),
-                                ("n_users", "users (>= min_courses)", "figure4_users_vs_duration.png")):
-        fig, ax = plt.subplots(figsize=(6.4, 4.0))
-        groups = durations.groupby(["threshold", "penalty"], sort=False)
-        if column == "n_users":  # the same users for every strategy: one line
-            groups = [(("all", "strategies"), durations.drop_duplicates("min_lesson_seconds"))]
-        for (threshold, penalty), curve in groups:
-            bold = (threshold, penalty) == highlight or column == "n_users"
-            text = "all strategies" if column == "n_users" else f"{THRESHOLD_LABELS[threshold]} {PENALTY_LABELS[penalty]}"
-            ax.plot(curve["min_lesson_seconds"], curve[column], marker="o", linewidth=2.5 if bold else 1.0, label=text)
-        ax.set_xscale("symlog", linthresh=10)
-        ax.set_xlabel("minimum lesson duration (s)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = folder / name
-        write_bytes_atomic(path, lambda fh, fig=fig: fig.savefig(fh, format="png", dpi=120))
-        plt.close(fig)
-        paths.append(path)
-    return paths
+    """Figure 3 (precision, one line per strategy) and Figure 4 (users) against min_lesson_seconds."""
+    strategies = [(f"{THRESHOLD_LABELS[t]} {PENALTY_LABELS[p]}", curve["min_lesson_seconds"], curve["precision"],
+                   (t, p) == highlight) for (t, p), curve in durations.groupby(["threshold", "penalty"], sort=False)]
+    users = durations.drop_duplicates("min_lesson_seconds")  # the same users for every strategy: one line
+    x = "minimum lesson duration (s)"
+    return [
+        plot_lines(strategies, folder / "figure3_precision_vs_duration.png", x, "precision@k_u", symlog_x=10),
+        plot_lines([("all strategies", users["min_lesson_seconds"], users["n_users"], True)],
+                   folder / "figure4_users_vs_duration.png", x, "users (>= min_courses)", symlog_x=10),
+    ]
 
 
 def write_results(results: PaperResults, protocol: PaperProtocol, out_dir: str | Path) -> Path:
@@ -610,49 +390,11 @@ def write_results(results: PaperResults, protocol: PaperProtocol, out_dir: str |
         "tests": results.tests.to_dict(orient="records"),
         "figures": [p.name for p in figures],
     }
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=_json_default))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=json_default))
     return out
 
 
-def _json_default(value):
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    if isinstance(value, np.floating):
-        return float(value)
-    return str(value)
+if __name__ == "__main__":  # python -m deeprec.experiments.ratings_paper: the Hydra app of deeprec.cli
+    from deeprec.cli.ratings_paper import main
 
-
-# ----------------------------------------------------------------------------- the Hydra app
-
-
-def run_from_config(cfg) -> Path:
-    """Validate the composed config (ratings, source, protocol), rate the log, run, write out_dir."""
-    name = cfg.source.get("name")
-    if name not in SOURCES:
-        raise ConfigError(f"source={name!r} is not valid; choose one of {sorted(SOURCES)}")
-    source = validate_section(cfg.source, SOURCES[name], f"source={name}")
-    ratings_cfg = validate_section(cfg.ratings, RatingsConfig, "ratings").check()
-    protocol = validate_section(cfg.protocol, PaperProtocol, "protocol").check()
-    started = time.perf_counter()
-    result = rate_source(source, ratings_cfg)
-    rated = time.perf_counter()
-    log.info("rated %s in %.1f s: %s users, %s courses", result.summary["source"], rated - started,
-             result.summary["users"], result.summary["courses"])
-    results = run_experiment(result, protocol)
-    results.facts["source_config"] = dataclasses.asdict(source)
-    results.facts["seconds"] = {"rating": round(rated - started, 2), **results.facts["seconds"],
-                                "total": round(time.perf_counter() - started, 2)}
-    out = write_results(results, protocol, cfg.out_dir)
-    log.info("%s\nwritten to %s (%.1f s)", results.facts["resampling"], out, time.perf_counter() - started)
-    return out
-
-
-@hydra.main(config_path=CONFIG_PATH, config_name="ratings_paper", version_base="1.3")
-@report_user_errors("ratings_paper")
-def main(cfg) -> None:
-    """python -m deeprec.experiments.ratings_paper [+experiment=ratings_paper_epm] [key=value ...]"""
-    run_from_config(cfg)
-
-
-if __name__ == "__main__":
     main()

@@ -19,21 +19,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from deeprec.config import check_at_least, check_choice
 from deeprec.errors import ConfigError, DataError
-from deeprec.evaluation.evaluator import mask_rows, topk_from_scores
 from deeprec.models.base import LightningRecommender, positions_loader
-from deeprec.models.lstm import (
-    SAMPLERS,
-    HistoryBuffers,
-    check_choice,
-    ordered_events,
-)
+from deeprec.models.sequence import SAMPLERS, HistoryBuffers, ItemContent, ordered_events, sample_items
+from deeprec.ranking import mask_excluded, topk_with_pads
+from deeprec.recommender import ModelConfig
 
 LOSSES = ("bce", "sampled_softmax")
 
 
 @dataclass
-class AttentionConfig:
+class AttentionConfig(ModelConfig):
     name: str = "attention"
     embedding_dim: int = 32
     attention_hidden: int = 16  # width of the local activation unit
@@ -51,6 +48,13 @@ class AttentionConfig:
     score_chunk_elements: int = 16_777_216  # activation-unit elements per chunk when scoring all items
     num_workers: int = 0
 
+    def check(self) -> "AttentionConfig":
+        check_choice(self.loss, LOSSES, "model.loss")
+        check_choice(self.negative_sampler, SAMPLERS, "model.negative_sampler")
+        check_at_least(self, ("embedding_dim", "attention_hidden", "mlp_hidden", "max_len", "n_negatives", "batch_size",
+                              "score_chunk_elements"))
+        return self
+
 
 def prefix_histories(items: np.ndarray, starts: np.ndarray, max_len: int, pad: int) -> np.ndarray:
     """For every event, the up to max_len events of its user before it: [N, max_len], right-padded."""
@@ -63,27 +67,18 @@ def prefix_histories(items: np.ndarray, starts: np.ndarray, max_len: int, pad: i
     return np.where(valid, items[idx], pad)
 
 
-class AttentionRanker(HistoryBuffers, LightningRecommender):
+class AttentionRanker(HistoryBuffers, ItemContent, LightningRecommender):
     """score(users [B]) -> [B, I]: every item scored against its own attention over the history."""
 
     name = "attention"
     config_class = AttentionConfig
 
-    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, n_features: int = 0, **hp) -> None:
-        super().__init__(n_users, n_items, seed, **hp)
-        cfg = AttentionConfig(**{"name": self.name, **hp})
-        check_choice(cfg.loss, LOSSES, "loss")
-        check_choice(cfg.negative_sampler, SAMPLERS, "negative_sampler")
-        for key in ("embedding_dim", "attention_hidden", "mlp_hidden", "max_len", "n_negatives", "batch_size",
-                    "score_chunk_elements"):
-            if getattr(cfg, key) < 1:
-                raise ConfigError(f"model.{key}={getattr(cfg, key)} must be at least 1")
-        self.cfg = cfg
-        self.n_features = n_features
+    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, n_features: int = 0, **config) -> None:
+        super().__init__(n_users, n_items, seed, **config)
+        cfg = self.config
         d = cfg.embedding_dim
         self.item_embedding = nn.Embedding(n_items + 1, d, padding_idx=n_items) if cfg.use_ids else None
-        self.feature_projection = nn.Linear(n_features, d) if n_features else None
-        self.register_buffer("item_features", torch.zeros(n_items, n_features))
+        self.register_content(n_items, n_features, d)
         self.item_bias = nn.Parameter(torch.zeros(n_items))
         self.activation_unit = nn.Linear(4 * d, cfg.attention_hidden)
         self.activation_out = nn.Linear(cfg.attention_hidden, 1)
@@ -91,41 +86,35 @@ class AttentionRanker(HistoryBuffers, LightningRecommender):
             nn.Linear(3 * d, cfg.mlp_hidden), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.mlp_hidden, 1)
         )
         self.dropout = nn.Dropout(cfg.dropout)
-        self.register_buffer("items_by_rank", torch.arange(n_items))
-        self.register_buffer("log_q", torch.zeros(n_items))
         self.register_history(n_users, cfg.max_len, pad_item=n_items)
-
-    def init_args(self) -> dict:
-        return {**super().init_args(), "n_features": self.n_features}
 
     # -- data -------------------------------------------------------------------------------
     def prepare(self, data) -> None:
         """Keep the standardised content features, the popularity ranking and the train histories."""
-        if self.prepare_content(data) is None and not self.cfg.use_ids:
+        self.check_shape(data)
+        features = self.prepare_content(data, self.config.use_features, self.config.negative_sampler == "log_uniform")
+        if features is None and not self.config.use_ids:
             raise ConfigError(f"model.use_ids=false needs item features, but data {data.name!r} has none (or model.use_features=false)")
-        self._observed_splits = None
-        self.observe(data, "train")
+        self.rebuild_history(data, "train")
 
     def train_dataloader_for(self, data) -> DataLoader:
         """One sample per train event: (the events before it, at most max_len; the event's item)."""
         items, _, _, starts, _ = ordered_events(data, "train")
         if len(items) == 0:
             raise DataError(f"{data.name}: the train split is empty")
-        histories = prefix_histories(items, starts, self.cfg.max_len, self.n_items)
+        histories = prefix_histories(items, starts, self.config.max_len, self.n_items)
         self.training_rows = (torch.from_numpy(histories), torch.from_numpy(items.copy()))
-        return positions_loader(len(items), self.cfg.batch_size, self.cfg.num_workers)
+        return positions_loader(len(items), self.config.batch_size, self.config.num_workers)
 
     # -- network ----------------------------------------------------------------------------
     def item_vectors(self) -> torch.Tensor:
         """Item vectors [I + 1, d] (last row: padding, zero): id embedding + projected features."""
-        d = self.cfg.embedding_dim
+        d = self.config.embedding_dim
         vectors = self.item_bias.new_zeros(self.n_items + 1, d)
         if self.item_embedding is not None:
             vectors = vectors + self.item_embedding.weight
-        if self.feature_projection is not None:
-            projected = self.feature_projection(self.item_features)
-            vectors = vectors + torch.cat([projected, projected.new_zeros(1, d)])
-        return vectors
+        content = self.content_vectors()
+        return vectors if content is None else vectors + content
 
     @torch.no_grad()
     def item_embeddings(self) -> torch.Tensor:
@@ -138,7 +127,7 @@ class AttentionRanker(HistoryBuffers, LightningRecommender):
         candidates: [C, d] (the same for every row) or [B, C, d]. The activation unit's first layer
         on [h, c, h - c, h * c] is split into its four blocks, so no [B, L, C, 4d] tensor is built.
         """
-        d = self.cfg.embedding_dim
+        d = self.config.embedding_dim
         w_h, w_c, w_diff, w_prod = self.activation_unit.weight.split(d, dim=1)  # each [M, d]
         history_part = history @ (w_h + w_diff).T  # [B, L, M]
         candidate_part = candidates @ (w_c - w_diff).T + self.activation_unit.bias  # [(B,) C, M]
@@ -178,7 +167,7 @@ class AttentionRanker(HistoryBuffers, LightningRecommender):
     def score(self, users: torch.Tensor) -> torch.Tensor:
         history = self.history_of(users)
         batch, width = history.shape
-        chunk = max(1, self.cfg.score_chunk_elements // (batch * width * self.cfg.attention_hidden))
+        chunk = max(1, self.config.score_chunk_elements // (batch * width * self.config.attention_hidden))
         all_items = torch.arange(self.n_items, device=history.device)
         return torch.cat([self.candidate_scores(history, part) for part in all_items.split(chunk)], dim=1)
 
@@ -216,10 +205,10 @@ class AttentionRanker(HistoryBuffers, LightningRecommender):
             history = self.history_items[users.to(self.history_items.device)]
             seen = torch.zeros(len(users), self.n_items + 1, dtype=torch.bool, device=scores.device)
             seen.scatter_(1, history.to(scores.device), True)
-            scores = scores.masked_fill(seen[:, : self.n_items], -torch.inf)
+            excluded = seen[:, : self.n_items]
         else:
-            scores = mask_rows(scores, exclude, users.numpy())
-        values, items = (t.cpu() for t in topk_from_scores(scores, k))
+            excluded = exclude[users.numpy()]
+        values, items = (t.cpu() for t in topk_with_pads(mask_excluded(scores, excluded), k))
         keep = items >= 0
         row = torch.arange(len(users)).unsqueeze(1).expand_as(items)[keep]
         flat_items = items[keep]
@@ -245,29 +234,20 @@ class AttentionRanker(HistoryBuffers, LightningRecommender):
         })
 
     # -- training ---------------------------------------------------------------------------
-    def sample_negatives(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """Item indices of `shape` from the sampling distribution (torch's global RNG)."""
-        device = self.item_bias.device
-        if self.cfg.negative_sampler == "uniform":
-            return torch.randint(0, self.n_items, shape, device=device)
-        u = torch.rand(shape, device=device, dtype=torch.float64)
-        rank = (torch.exp(u * np.log(self.n_items + 1.0)) - 1.0).floor().long().clamp(0, self.n_items - 1)
-        return self.items_by_rank[rank]
-
     def training_step(self, batch, batch_idx):
         history, positives = self.rows_of(batch)
         width = max(int((history != self.n_items).sum(1).max()), 1)
-        negatives = self.sample_negatives((len(positives), self.cfg.n_negatives))
+        negatives = sample_items(self.config.negative_sampler, self.items_by_rank, (len(positives), self.config.n_negatives))
         candidates = torch.cat([positives.unsqueeze(1), negatives], 1)
         scores = self.candidate_scores(history[:, :width], candidates)
         accidental = torch.cat([torch.zeros_like(positives, dtype=torch.bool).unsqueeze(1),
                                 negatives == positives.unsqueeze(1)], 1)
-        if self.cfg.loss == "bce":
+        if self.config.loss == "bce":
             labels = torch.zeros_like(scores)
             labels[:, 0] = 1.0
             loss = F.binary_cross_entropy_with_logits(scores, labels, weight=(~accidental).float())
         else:
-            if self.cfg.negative_sampler == "log_uniform":  # logQ correction
+            if self.config.negative_sampler == "log_uniform":  # logQ correction
                 scores = scores - self.log_q[candidates]
             scores = scores.masked_fill(accidental, -torch.inf)
             loss = F.cross_entropy(scores, torch.zeros(len(positives), dtype=torch.int64, device=scores.device))
@@ -275,4 +255,4 @@ class AttentionRanker(HistoryBuffers, LightningRecommender):
         return loss
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        return torch.optim.Adam(self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)

@@ -23,16 +23,18 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from deeprec.atomic import write_parquet_atomic
+from deeprec.config import check_at_least, check_choice
 from deeprec.errors import ConfigError, DataError
 from deeprec.models.base import LightningRecommender, positions_loader
 from deeprec.online import set_entries
+from deeprec.recommender import ModelConfig
 
 VARIANTS = ("dae", "vae")
 HISTORY = ("history_indptr", "history_indices", "history_values")
 
 
 @dataclass
-class AutoencoderConfig:
+class AutoencoderConfig(ModelConfig):
     name: str = "autoencoder"
     variant: str = "dae"  # dae (Mult-DAE) | vae (Mult-VAE)
     hidden_dims: list[int] = field(default_factory=lambda: [256])  # encoder widths (decoder mirrors)
@@ -47,6 +49,17 @@ class AutoencoderConfig:
     embedding_batch_size: int = 1024  # users per chunk in user_embeddings()
     export_embeddings: bool = True  # write embeddings/ and the TensorBoard projector at the end of fit
     num_workers: int = 0
+
+    def check(self) -> "AutoencoderConfig":
+        check_choice(self.variant, VARIANTS, "model.variant")
+        check_at_least(self, ("latent_dim", "batch_size", "embedding_batch_size"))
+        if any(width < 1 for width in self.hidden_dims):
+            raise ConfigError(f"model.hidden_dims={self.hidden_dims} must hold positive widths")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout={self.dropout} must be within [0, 1)")
+        if self.anneal_cap < 0 or self.total_anneal_steps < 0:
+            raise ConfigError("model.anneal_cap and model.total_anneal_steps must not be negative")
+        return self
 
 
 def dense_rows(users: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, n_items: int) -> torch.Tensor:
@@ -81,21 +94,9 @@ class AutoencoderRecommender(LightningRecommender):
     name = "autoencoder"
     config_class = AutoencoderConfig
 
-    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, **hp) -> None:
-        super().__init__(n_users, n_items, seed, **hp)
-        cfg = AutoencoderConfig(**{"name": self.name, **hp})
-        if cfg.variant not in VARIANTS:
-            raise ConfigError(f"model.variant={cfg.variant!r} is not valid; choose one of {', '.join(VARIANTS)}")
-        for key in ("latent_dim", "batch_size", "embedding_batch_size"):
-            if getattr(cfg, key) < 1:
-                raise ConfigError(f"model.{key}={getattr(cfg, key)} must be at least 1")
-        if any(width < 1 for width in cfg.hidden_dims):
-            raise ConfigError(f"model.hidden_dims={cfg.hidden_dims} must hold positive widths")
-        if not 0.0 <= cfg.dropout < 1.0:
-            raise ConfigError(f"model.dropout={cfg.dropout} must be within [0, 1)")
-        if cfg.anneal_cap < 0 or cfg.total_anneal_steps < 0:
-            raise ConfigError("model.anneal_cap and model.total_anneal_steps must not be negative")
-        self.cfg = cfg
+    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, **config) -> None:
+        super().__init__(n_users, n_items, seed, **config)
+        cfg = self.config
         widths = [n_items, *cfg.hidden_dims]
         latent_out = 2 * cfg.latent_dim if cfg.variant == "vae" else cfg.latent_dim
         self.encoder = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, [*widths[1:], latent_out]))
@@ -114,7 +115,7 @@ class AutoencoderRecommender(LightningRecommender):
     # -- histories ------------------------------------------------------------------------------
     def history_tensors(self, data, splits) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(indptr [U+1], indices [nnz], values [nnz]) of the users' rows in `splits`."""
-        matrix = data.matrix(splits, binary=not self.cfg.use_ratings)
+        matrix = data.matrix(splits, binary=not self.config.use_ratings)
         matrix.sort_indices()
         return (
             torch.from_numpy(matrix.indptr.astype(np.int64)),
@@ -148,7 +149,7 @@ class AutoencoderRecommender(LightningRecommender):
         """Each (user, item) of the input rows takes the latest event's reward (1.0 unless use_ratings);
         a reward <= 0 takes the item out of the row. The next score() encodes the new row."""
         values = rewards.cpu().numpy().astype(np.float32).clip(min=0.0)
-        if not self.cfg.use_ratings:
+        if not self.config.use_ratings:
             values = (values > 0).astype(np.float32)
         matrix = sp.csr_matrix(
             (self.history_values.cpu().numpy(), self.history_indices.cpu().numpy(), self.history_indptr.cpu().numpy()),
@@ -171,8 +172,7 @@ class AutoencoderRecommender(LightningRecommender):
     # -- data -------------------------------------------------------------------------------
     def prepare(self, data) -> None:
         """Keep the train rows (training inputs) and make them the scoring history."""
-        if (data.n_users, data.n_items) != (self.n_users, self.n_items):
-            raise DataError(f"model built for {self.n_users} users x {self.n_items} items, data has {data.n_users} x {data.n_items}")
+        self.check_shape(data)
         self._train_history = self.history_tensors(data, ("train",))
         self._observed_splits = None
         self.observe(data, ("train",))
@@ -184,7 +184,7 @@ class AutoencoderRecommender(LightningRecommender):
         if len(users) == 0:
             raise DataError(f"{data.name}: the train split is empty; autoencoder needs train interactions")
         self.training_rows = (users,)
-        return positions_loader(len(users), self.cfg.batch_size, self.cfg.num_workers)
+        return positions_loader(len(users), self.config.batch_size, self.config.num_workers)
 
     # -- network ----------------------------------------------------------------------------
     def encode(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -194,9 +194,9 @@ class AutoencoderRecommender(LightningRecommender):
             hidden = layer(hidden)
             if k < len(self.encoder) - 1:
                 hidden = torch.tanh(hidden)
-        if self.cfg.variant == "dae":
+        if self.config.variant == "dae":
             return torch.tanh(hidden), None  # Mult-DAE: tanh on the code layer too
-        mean, log_var = hidden.split(self.cfg.latent_dim, dim=1)
+        mean, log_var = hidden.split(self.config.latent_dim, dim=1)
         return mean, log_var
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
@@ -229,9 +229,9 @@ class AutoencoderRecommender(LightningRecommender):
     # -- training ---------------------------------------------------------------------------
     def kl_weight(self) -> float:
         """beta at the current optimiser step: linear warm-up to anneal_cap."""
-        if self.cfg.total_anneal_steps == 0:
-            return self.cfg.anneal_cap
-        return min(self.cfg.anneal_cap, self.global_step / self.cfg.total_anneal_steps)
+        if self.config.total_anneal_steps == 0:
+            return self.config.anneal_cap
+        return min(self.config.anneal_cap, self.global_step / self.config.total_anneal_steps)
 
     def training_step(self, batch, batch_idx):
         (users,) = self.rows_of(batch)
@@ -251,7 +251,7 @@ class AutoencoderRecommender(LightningRecommender):
         return loss
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        return torch.optim.Adam(self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
 
     # -- embeddings -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -263,11 +263,11 @@ class AutoencoderRecommender(LightningRecommender):
         was_training = self.training
         self.eval()
         chunks = [
-            self.encode(self.history_rows(users[start : start + self.cfg.embedding_batch_size]))[0]
-            for start in range(0, len(users), self.cfg.embedding_batch_size)
+            self.encode(self.history_rows(users[start : start + self.config.embedding_batch_size]))[0]
+            for start in range(0, len(users), self.config.embedding_batch_size)
         ]
         self.train(was_training)
-        return torch.cat(chunks) if chunks else torch.zeros(0, self.cfg.latent_dim)
+        return torch.cat(chunks) if chunks else torch.zeros(0, self.config.latent_dim)
 
     @torch.no_grad()
     def item_embeddings(self) -> torch.Tensor:
@@ -300,7 +300,7 @@ class AutoencoderRecommender(LightningRecommender):
 
         trainer = self.trainer
         logger = trainer.logger
-        if not self.cfg.export_embeddings or logger is None or getattr(logger, "log_dir", None) is None:
+        if not self.config.export_embeddings or logger is None or getattr(logger, "log_dir", None) is None:
             return
         if not trainer.is_global_zero:
             return

@@ -24,6 +24,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from deeprec.errors import DataError
 from deeprec.recommender import Recommender
 
 
@@ -38,19 +39,23 @@ def positions_loader(n_rows: int, batch_size: int, num_workers: int = 0) -> Data
 
 
 class LightningRecommender(pl.LightningModule, Recommender):
+    """A Recommender fitted by a Lightning Trainer (`uses_trainer`); nn.Module supplies eval/train/to."""
+
     uses_trainer = True
     training_rows: tuple[torch.Tensor, ...] = ()
     _epoch_order: torch.Tensor | None = None
 
     def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, **config: Any) -> None:
         pl.LightningModule.__init__(self)
-        self.n_users = n_users
-        self.n_items = n_items
-        self.seed = seed
-        self.config = dict(config)
+        self.configure(n_users, n_items, seed, config)
         self._ckpt_meta: dict | None = None
 
     # -- Recommender -------------------------------------------------------------------------
+    def check_shape(self, data) -> None:
+        """DataError when data's users x items differ from the ones the model was built for."""
+        if (data.n_users, data.n_items) != (self.n_users, self.n_items):
+            raise DataError(f"model built for {self.n_users} users x {self.n_items} items, data has {data.n_users} x {data.n_items}")
+
     def prepare(self, data) -> None:
         """Hook: keep what score() needs from the data (e.g. history buffers). Default: nothing."""
 
@@ -69,9 +74,6 @@ class LightningRecommender(pl.LightningModule, Recommender):
         self._ckpt_meta = checkpoint_meta(self, datamodule.data)
         trainer.fit(self, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         return self
-
-    def init_args(self) -> dict[str, Any]:
-        return {"n_users": self.n_users, "n_items": self.n_items, "seed": self.seed, **self.config}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return dict(self.state_dict())

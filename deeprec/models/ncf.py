@@ -8,6 +8,7 @@ NeuMF can start from separately trained GMF and MLP towers (`pretrain`, the pape
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,15 +18,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from deeprec.config import check_at_least, check_choice
 from deeprec.errors import ConfigError, DataError
 from deeprec.models.base import LightningRecommender, positions_loader
+from deeprec.recommender import ModelConfig
 
 VARIANTS = ("gmf", "mlp", "neumf")
 LOSSES = ("bce", "bpr")
 
 
 @dataclass
-class NCFConfig:
+class NCFConfig(ModelConfig):
     name: str = "ncf"
     variant: str = "neumf"  # gmf | mlp | neumf
     gmf_dim: int = 32  # GMF user/item embedding size
@@ -44,11 +47,17 @@ class NCFConfig:
     score_memory_mb: int = 0  # bound on the [users, items, mlp width] activations in score(); 0 = auto
     num_workers: int = 0
 
-
-def check_choice(value: str, valid: tuple[str, ...], key: str) -> None:
-    """ConfigError naming the key when `value` is not one of `valid`."""
-    if value not in valid:
-        raise ConfigError(f"model.{key}={value!r} is not valid; choose one of {', '.join(valid)}")
+    def check(self) -> "NCFConfig":
+        check_choice(self.variant, VARIANTS, "model.variant")
+        check_choice(self.loss, LOSSES, "model.loss")
+        check_at_least(self, ("gmf_dim", "mlp_dim", "batch_size", "num_negatives"))
+        if self.score_memory_mb < 0:
+            raise ConfigError(f"model.score_memory_mb={self.score_memory_mb} must be 0 (auto) or positive")
+        if self.variant != "gmf" and (not self.mlp_layers or min(self.mlp_layers) < 1):
+            raise ConfigError(f"model.mlp_layers={self.mlp_layers} must list at least one positive width")
+        if not 0.0 <= self.pretrain_alpha <= 1.0:
+            raise ConfigError(f"model.pretrain_alpha={self.pretrain_alpha} must be within [0, 1]")
+        return self
 
 
 def negative_sampling_keys(indptr: torch.Tensor, indices: torch.Tensor, n_items: int) -> torch.Tensor:
@@ -86,21 +95,9 @@ class NCF(LightningRecommender):
     name = "ncf"
     config_class = NCFConfig
 
-    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, **hp) -> None:
-        super().__init__(n_users, n_items, seed, **hp)
-        cfg = NCFConfig(**{"name": self.name, **hp})
-        check_choice(cfg.variant, VARIANTS, "variant")
-        check_choice(cfg.loss, LOSSES, "loss")
-        for key in ("gmf_dim", "mlp_dim", "batch_size", "num_negatives"):
-            if getattr(cfg, key) < 1:
-                raise ConfigError(f"model.{key}={getattr(cfg, key)} must be at least 1")
-        if cfg.score_memory_mb < 0:
-            raise ConfigError(f"model.score_memory_mb={cfg.score_memory_mb} must be 0 (auto) or positive")
-        if cfg.variant != "gmf" and (not cfg.mlp_layers or min(cfg.mlp_layers) < 1):
-            raise ConfigError(f"model.mlp_layers={cfg.mlp_layers} must list at least one positive width")
-        if not 0.0 <= cfg.pretrain_alpha <= 1.0:
-            raise ConfigError(f"model.pretrain_alpha={cfg.pretrain_alpha} must be within [0, 1]")
-        self.cfg = cfg
+    def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, **config) -> None:
+        super().__init__(n_users, n_items, seed, **config)
+        cfg = self.config
         self.uses_gmf = cfg.variant in ("gmf", "neumf")
         self.uses_mlp = cfg.variant in ("mlp", "neumf")
         out_width = 0
@@ -133,8 +130,7 @@ class NCF(LightningRecommender):
     # -- data -------------------------------------------------------------------------------
     def prepare(self, data) -> None:
         """Keep the train positives (CSR) for negative sampling."""
-        if (data.n_users, data.n_items) != (self.n_users, self.n_items):
-            raise DataError(f"model built for {self.n_users} users x {self.n_items} items, data has {data.n_users} x {data.n_items}")
+        self.check_shape(data)
         train = data.matrix("train", binary=True)
         if train.nnz == 0:
             raise DataError(f"{data.name}: the train split is empty; ncf needs train interactions")
@@ -149,7 +145,7 @@ class NCF(LightningRecommender):
         present = data.matrix("train", binary=True)
         users, items = present.nonzero()
         rating = np.asarray(rated[users, items]).ravel().astype(np.float32)
-        if self.cfg.rating_weights:
+        if self.config.rating_weights:
             if (rating <= 0).any():
                 raise DataError(f"{data.name}: rating_weights needs positive train ratings; found {rating.min()}")
             weights = rating / rating.mean()
@@ -158,7 +154,7 @@ class NCF(LightningRecommender):
         self.training_rows = (
             torch.from_numpy(users.astype(np.int64)), torch.from_numpy(items.astype(np.int64)), torch.from_numpy(weights)
         )
-        return positions_loader(len(users), self.cfg.batch_size, self.cfg.num_workers)
+        return positions_loader(len(users), self.config.batch_size, self.config.num_workers)
 
     # -- network ----------------------------------------------------------------------------
     def mlp_tower(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -176,7 +172,7 @@ class NCF(LightningRecommender):
             parts.append(self.gmf_user(users)[:, None, :] * self.gmf_item(items))
         if self.uses_mlp:
             first = self.mlp[0]
-            d = self.cfg.mlp_dim
+            d = self.config.mlp_dim
             user_part = self.mlp_user(users) @ first.weight[:, :d].T + first.bias  # [B, h1]
             item_part = self.mlp_item(items) @ first.weight[:, d:].T  # [B, N, h1]
             parts.append(self.mlp_tower(user_part[:, None, :] + item_part))
@@ -186,15 +182,15 @@ class NCF(LightningRecommender):
     def item_embeddings(self) -> torch.Tensor:
         """[I, d] the item embeddings of the towers in use, side by side (GMF then MLP): features for
         the LinUCB head's neural-linear mode."""
-        parts = [e.weight for e in (getattr(self, "gmf_item", None), getattr(self, "mlp_item", None)) if e is not None]
+        parts = ([self.gmf_item.weight] if self.uses_gmf else []) + ([self.mlp_item.weight] if self.uses_mlp else [])
         return torch.cat(parts, 1).detach().clone()
 
     def score_memory_mb(self, device: torch.device) -> int:
         """The activation budget of score(): the configured one, or by device when 0. On a CPU,
         cache-sized chunks win: 16 MB scored 1,266 users/s against 656 for 256 MB (20k items,
         2 threads); a GPU wants large chunks."""
-        if self.cfg.score_memory_mb:
-            return self.cfg.score_memory_mb
+        if self.config.score_memory_mb:
+            return self.config.score_memory_mb
         return 256 if device.type == "cuda" else 16
 
     @torch.no_grad()
@@ -205,20 +201,20 @@ class NCF(LightningRecommender):
         w = self.output.weight[0]
         scores = self.output.bias.expand(len(users), self.n_items).clone()
         if self.uses_gmf:
-            g = self.cfg.gmf_dim
+            g = self.config.gmf_dim
             scores += (self.gmf_user(users) * w[:g]) @ self.gmf_item.weight.T
         if self.uses_mlp:
             first = self.mlp[0]
-            d = self.cfg.mlp_dim
+            d = self.config.mlp_dim
             user_part = self.mlp_user(users) @ first.weight[:, :d].T + first.bias  # [B, h1]
             item_part = self.mlp_item.weight @ first.weight[:, d:].T  # [I, h1]
-            w_mlp = w[self.cfg.gmf_dim if self.uses_gmf else 0 :]
-            per_user = self.n_items * max(self.cfg.mlp_layers) * 4 * 2
+            w_mlp = w[self.config.gmf_dim if self.uses_gmf else 0 :]
+            per_user = self.n_items * max(self.config.mlp_layers) * 4 * 2
             chunk = min(len(users), max(1, self.score_memory_mb(users.device) * 2**20 // per_user))
             # One buffer per layer, reused by every chunk: fresh multi-MB temporaries per chunk cost
             # page faults on CPU that made scoring several times slower than the arithmetic.
             buffers = None if self.training else [
-                torch.empty(chunk * self.n_items, width, device=w.device, dtype=w.dtype) for width in self.cfg.mlp_layers
+                torch.empty(chunk * self.n_items, width, device=w.device, dtype=w.dtype) for width in self.config.mlp_layers
             ]
             for start in range(0, len(users), chunk):
                 part = user_part[start : start + chunk]
@@ -247,24 +243,25 @@ class NCF(LightningRecommender):
         users, items, weights = self.rows_of(batch)
         if self._keys.device != users.device:
             self._indptr, self._keys = self._indptr.to(users.device), self._keys.to(users.device)
-        negatives = sample_negatives(users, self.cfg.num_negatives, self._indptr, self._keys, self.n_items)
+        negatives = sample_negatives(users, self.config.num_negatives, self._indptr, self._keys, self.n_items)
         logits = self(users, torch.cat([items[:, None], negatives], 1))  # [B, 1 + n]
         pos, neg = logits[:, :1], logits[:, 1:]
-        if self.cfg.loss == "bce":
+        if self.config.loss == "bce":
             pos_loss = F.binary_cross_entropy_with_logits(pos[:, 0], torch.ones_like(pos[:, 0]), reduction="none")
             neg_loss = F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), reduction="none").sum(1)
-            loss = ((weights * pos_loss + neg_loss) / (1 + self.cfg.num_negatives)).mean()
+            loss = ((weights * pos_loss + neg_loss) / (1 + self.config.num_negatives)).mean()
         else:
             loss = (weights[:, None] * -F.logsigmoid(pos - neg)).mean()
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(users))
         return loss
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        return torch.optim.Adam(self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
 
     # -- NeuMF pre-training -------------------------------------------------------------------
     def fit(self, data, trainer: pl.Trainer | None = None, ckpt_path: str | None = None) -> "NCF":
-        if self.cfg.pretrain and self.cfg.variant == "neumf" and ckpt_path is None:
+        """NeuMF with pretrain=true first trains its GMF and MLP towers (not when resuming)."""
+        if self.config.pretrain and self.config.variant == "neumf" and ckpt_path is None:
             self.pretrain_towers(data, trainer)
         return super().fit(data, trainer=trainer, ckpt_path=ckpt_path)
 
@@ -276,17 +273,17 @@ class NCF(LightningRecommender):
         if trainer is not None and trainer.strategy.root_device.type == "cuda":
             accelerator = "gpu"
         towers = {}
-        hp = {k: v for k, v in self.config.items() if k not in ("variant", "pretrain")}
+        hp = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ("name", "variant", "pretrain")}
         for offset, variant in enumerate(("gmf", "mlp")):
             pl.seed_everything(self.seed * 7919 + offset, verbose=False)
             tower = NCF(self.n_users, self.n_items, seed=self.seed + offset + 1, variant=variant, pretrain=False, **hp)
             tower.fit(data, trainer=pl.Trainer(
-                max_epochs=self.cfg.pretrain_epochs, accelerator=accelerator, devices=1, logger=False,
+                max_epochs=self.config.pretrain_epochs, accelerator=accelerator, devices=1, logger=False,
                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
             ))
             towers[variant] = tower.cpu()
         gmf, mlp = towers["gmf"], towers["mlp"]
-        alpha = self.cfg.pretrain_alpha
+        alpha = self.config.pretrain_alpha
         with torch.no_grad():
             self.gmf_user.weight.copy_(gmf.gmf_user.weight)
             self.gmf_item.weight.copy_(gmf.gmf_item.weight)

@@ -1,7 +1,7 @@
 """Batch scoring: top-k items for every (or every listed) user of a checkpoint, to Parquet in parts.
 
-Users are scored in chunks with the shared evaluator code (full_ranking_topk: score, mask the
-user's seen items, torch.topk), so memory is bounded by batch_size x n_items. Parts are written
+Users are scored in chunks by the shared ranking primitive (deeprec.ranking.full_ranking_topk: score,
+mask the user's seen items, torch.topk), so memory is bounded by batch_size x n_items. Parts are written
 atomically and recorded in a manifest, so a re-run after a crash resumes and ends identical.
 Users without history (unknown ids, or no seen item) get the fallback list: the items most users
 of the checkpoint had (popularity from its `seen` matrix), or nothing with fallback=skip.
@@ -23,10 +23,11 @@ import pyarrow as pa
 import scipy.sparse as sp
 import torch
 
-from deeprec.checkpoint import id_arrays, load_recommender, seen_matrix
-from deeprec.errors import ConfigError, DataError
-from deeprec.evaluation.evaluator import full_ranking_topk
 from deeprec.atomic import atomic_write
+from deeprec.checkpoint import id_arrays, load_recommender, seen_matrix
+from deeprec.config import check_choice, resolve_device
+from deeprec.errors import ConfigError, DataError
+from deeprec.ranking import full_ranking_topk
 from deeprec.scoring.output import SCHEMA, PartFolder, SingleFile, file_sha256
 
 log = logging.getLogger("deeprec.score")
@@ -64,8 +65,7 @@ def check_config(cfg: ScoreConfig) -> None:
         raise ConfigError(f"batch_size={cfg.batch_size} is not valid; give a number >= 1, or null for automatic")
     if cfg.part_rows < 1:
         raise ConfigError(f"part_rows={cfg.part_rows} is not valid; give a number of rows >= 1")
-    if cfg.fallback not in FALLBACKS:
-        raise ConfigError(f"fallback={cfg.fallback!r} is not valid; choose one of {list(FALLBACKS)}")
+    check_choice(cfg.fallback, FALLBACKS, "fallback")
     if not 0 < cfg.memory_fraction <= 1:
         raise ConfigError(f"memory_fraction={cfg.memory_fraction} is not valid; give a share in (0, 1]")
     parse_shard(cfg.shard)
@@ -82,14 +82,6 @@ def parse_shard(shard: str | None) -> tuple[int, int] | None:
     if not 0 <= index < count:
         raise ConfigError(f"shard={shard!r} is not valid; need 0 <= i < n, e.g. shard=0/4 .. shard=3/4")
     return index, count
-
-
-def resolve_device(name: str) -> torch.device:
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ConfigError(f"device={name!r} is not valid; choose cpu or cuda (cuda:N)")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} but no CUDA device is available; use device=cpu")
-    return torch.device(name)
 
 
 def read_id_list(path: str, column: str) -> np.ndarray:
@@ -216,7 +208,7 @@ def score_users(cfg: ScoreConfig) -> dict[str, Any]:
 
     check_config(cfg)
     started = time.perf_counter()
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "device", allow_auto=False)
     model, meta = load_recommender(cfg.ckpt)
     user_ids, item_ids = id_arrays(meta)
     seen = seen_matrix(meta)
@@ -239,9 +231,7 @@ def score_users(cfg: ScoreConfig) -> dict[str, Any]:
     unknown = targets.ids[targets.index < 0]
     atomic_write(unknown_path, lambda tmp: tmp.write_text("".join(f"{u}\n" for u in unknown)))
 
-    model.to(device)
-    if hasattr(model, "eval"):
-        model.eval()
+    model.to(device).eval()
     batch_size = cfg.batch_size or auto_batch_size(len(ranked_ids), device, cfg)
     users_per_part = max(1, cfg.part_rows // cfg.k)
     n_parts = -(-len(targets) // users_per_part)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from deeprec.config import check_at_least, check_choice
 from deeprec.errors import ConfigError
 
 WAL_SYNC = ("full", "normal")
+FALLBACKS = ("popularity",)
 
 
 def default_event_rewards() -> dict[str, float]:
@@ -69,19 +71,14 @@ class ServeConfig:
             raise ConfigError(f"port={self.port} is not valid; give 0..65535")
         if not 0.0 <= self.exploration.epsilon <= 1.0:
             raise ConfigError(f"exploration.epsilon={self.exploration.epsilon} is not valid; give a probability in [0, 1]")
-        if self.wal.sync not in WAL_SYNC:
-            raise ConfigError(f"wal.sync={self.wal.sync!r} is not valid; choose one of {list(WAL_SYNC)}")
-        if self.fallback != "popularity":
-            raise ConfigError(f"fallback={self.fallback!r} is not valid; choose popularity")
-        positive = {
-            "threads": self.threads, "replay_batch": self.replay_batch, "wal.group_max_events": self.wal.group_max_events,
-            "snapshot.every_events": self.snapshot.every_events, "snapshot.keep": self.snapshot.keep,
-            "limits.max_body_bytes": self.limits.max_body_bytes, "limits.max_batch_events": self.limits.max_batch_events,
-            "limits.max_k": self.limits.max_k, "limits.max_id_length": self.limits.max_id_length,
-        }
-        for key, value in positive.items():
-            if value < 1:
-                raise ConfigError(f"{key}={value} is not valid; give an integer >= 1")
+        check_choice(self.wal.sync, WAL_SYNC, "wal.sync")
+        check_choice(self.fallback, FALLBACKS, "fallback")
+        for key in ("threads", "replay_batch"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}={getattr(self, key)} must be at least 1")
+        check_at_least(self.wal, ("group_max_events",), prefix="wal")
+        check_at_least(self.snapshot, ("every_events", "keep"), prefix="snapshot")
+        check_at_least(self.limits, ("max_body_bytes", "max_batch_events", "max_k", "max_id_length"), prefix="limits")
         if not self.snapshot.every_seconds > 0:
             raise ConfigError(f"snapshot.every_seconds={self.snapshot.every_seconds} is not valid; give seconds > 0")
         bad = {name: value for name, value in self.event_rewards.items() if not math.isfinite(value)}

@@ -1,5 +1,6 @@
-"""Start deeprec-serve (or another server that prints the same ready line) in a subprocess and wait
-until it listens: what the tests, the load test and scripts that drive a service share."""
+"""The ready line: a server prints one JSON line with "listening" once it listens (ReadyServer), and
+ServerProcess starts deeprec-serve (or another such server) in a subprocess and waits for that line.
+What the console script, the tests, the load test and scripts that drive a service share."""
 
 from __future__ import annotations
 
@@ -11,6 +12,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+
+def ready_server(config, ready: dict):
+    """A uvicorn.Server that prints `ready` (with "listening") as one JSON line once it listens."""
+    import uvicorn
+
+    class ReadyServer(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                print(json.dumps(ready), flush=True)
+
+    return ReadyServer(config)
 
 
 def serve_command() -> str:

@@ -149,8 +149,11 @@ class ServingState:
 
     @torch.no_grad()
     def because(self, slot: int, items: np.ndarray, top: int = 3) -> list[list[dict]]:
-        """Per served item, the history items and weights the model's explain() gives."""
-        history, weights = self.model.explain(torch.full((len(items),), slot, dtype=torch.int64), torch.from_numpy(items), top)
+        """Per served item, the history items and weights the model's explain() gives ([] when it has none)."""
+        explained = self.model.explain(torch.full((len(items),), slot, dtype=torch.int64), torch.from_numpy(items), top)
+        if explained is None:  # a model that cannot say
+            return [[] for _ in items]
+        history, weights = explained
         out = []
         for row_items, row_weights in zip(history.tolist(), weights.tolist()):
             out.append([{"item_id": str(self.item_ids[i]), "weight": round(float(w), 6)}

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from deeprec.config import check_choice
 from deeprec.data.adapters.shared_data import dataset_path
 from deeprec.data.interactions import InteractionData, from_frame
 from deeprec.data.splits import SplitConfig, assign_splits
@@ -120,8 +121,7 @@ def video_statistics(behaviour: pd.DataFrame, n_students: int) -> pd.DataFrame:
 
 
 def load(cfg: CourseraDataConfig) -> InteractionData:
-    if cfg.rating not in RATINGS:
-        raise ConfigError(f"data.rating={cfg.rating!r} is not valid; choose one of {list(RATINGS)}")
+    check_choice(cfg.rating, RATINGS, "data.rating")
     if not 0 < cfg.holdout_share < 1:
         raise ConfigError(f"data.holdout_share={cfg.holdout_share} must be between 0 and 1 (exclusive)")
     if not 0 <= cfg.valid_share < 1:

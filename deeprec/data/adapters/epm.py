@@ -25,7 +25,7 @@ import pandas as pd
 from deeprec.data.adapters.events import ratings_to_interactions
 from deeprec.data.adapters.shared_data import dataset_path
 from deeprec.data.interactions import InteractionData
-from deeprec.data.ratings import RatingsConfig, rate_events
+from deeprec.data.ratings import RatingsConfig, RatingsResult, rate_events
 from deeprec.errors import ConfigError, DataError
 
 FOLDER = "epm-deeds-clickstream"
@@ -145,7 +145,8 @@ def epm_events(path: str | Path | None = None, timezone: str = "Europe/Rome") ->
     })
 
 
-def load(cfg: EpmDataConfig) -> InteractionData:
+def rate(cfg: EpmDataConfig) -> RatingsResult:
+    """SPEC 1.1-1.10 on the clickstream, the activities matching view_activities counted as lesson views."""
     events = epm_events(cfg.path, cfg.timezone)
     ratings_cfg = cfg.ratings
     if cfg.view_activities:
@@ -158,5 +159,8 @@ def load(cfg: EpmDataConfig) -> InteractionData:
         if not views:
             raise ConfigError(f"data.view_activities={cfg.view_activities!r} matches no activity; e.g. {activities[:8]}")
         ratings_cfg = dataclasses.replace(ratings_cfg, view_events=views)
-    source = f"EPM clickstream ({len(events):,} events)"
-    return ratings_to_interactions(rate_events(events, ratings_cfg, source=source), cfg.name, cfg.valid_share)
+    return rate_events(events, ratings_cfg, source=f"EPM clickstream ({len(events):,} events)")
+
+
+def load(cfg: EpmDataConfig) -> InteractionData:
+    return ratings_to_interactions(rate(cfg), cfg.name, cfg.valid_share)

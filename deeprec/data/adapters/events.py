@@ -69,7 +69,12 @@ def ratings_to_interactions(result: RatingsResult, name: str = "events", valid_s
     return data
 
 
-def load(cfg: EventsDataConfig) -> InteractionData:
+def rate(cfg: EventsDataConfig) -> RatingsResult:
+    """SPEC 1.1-1.10 on the log at data.path."""
     if cfg.path in ("???", "", None):
         raise DataError("data=events needs data.path=LOG (a CSV/Parquet event log: user_id, timestamp, url or course_id+lesson_id)")
-    return ratings_to_interactions(rate_log(cfg.path, cfg.ratings), cfg.name, cfg.valid_share)
+    return rate_log(cfg.path, cfg.ratings)
+
+
+def load(cfg: EventsDataConfig) -> InteractionData:
+    return ratings_to_interactions(rate(cfg), cfg.name, cfg.valid_share)

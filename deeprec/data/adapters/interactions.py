@@ -67,7 +67,7 @@ def build(df: pd.DataFrame, cfg, source: str, name: str, item_features=None, min
     """Clean, filter, split and index a user_id/item_id table into InteractionData."""
     if len(df) == 0:
         raise DataError(f"{source}: no rows (a header but no interactions)")
-    accepted, rejects = clean_interactions(df, source, tuple(getattr(cfg, "rating_range", (0.0, 5.0))))
+    accepted, rejects = clean_interactions(df, source, tuple(cfg.rating_range))
     if min_rating is not None and "rating" in accepted.columns:
         low = accepted["rating"] < min_rating
         rejects = pd.concat([rejects, accepted[low].assign(reason="below_min_rating")])

@@ -16,7 +16,7 @@ import pandas as pd
 
 from deeprec.data.adapters.events import ratings_to_interactions
 from deeprec.data.interactions import InteractionData
-from deeprec.data.ratings import RatingsConfig, rate_events
+from deeprec.data.ratings import RatingsConfig, RatingsResult, rate_events
 from deeprec.data.synthetic import SyntheticConfig, course_catalogue, generate_events
 from deeprec.errors import ConfigError
 
@@ -44,21 +44,26 @@ def course_features(catalogue: pd.DataFrame, topics: list[str]) -> pd.DataFrame:
     return features
 
 
-def load(cfg: SyntheticDataConfig) -> InteractionData:
+def rate(cfg: SyntheticDataConfig) -> RatingsResult:
+    """SPEC 1.1-1.10 on the generated log; lessons_in(c) from the generator's catalogue (use_catalogue)."""
     if cfg.n_events < 1:
         raise ConfigError(f"data.n_events={cfg.n_events} must be >= 1")
     generator = cfg.generator.check()
-    catalogue = course_catalogue(generator)
     events = generate_events(cfg.n_events, cfg=generator)
     ratings_cfg = cfg.ratings
     source = f"synthetic log ({cfg.n_events:,} events, seed {generator.seed})"
     with tempfile.TemporaryDirectory(prefix="deeprec-synthetic-") as scratch:
         if cfg.use_catalogue and not ratings_cfg.catalogue:
             table = Path(scratch) / "catalogue.parquet"
-            catalogue[["course_id", "n_lessons"]].to_parquet(table, index=False)
+            course_catalogue(generator)[["course_id", "n_lessons"]].to_parquet(table, index=False)
             ratings_cfg = dataclasses.replace(ratings_cfg, catalogue=str(table))
-        result = rate_events(events, ratings_cfg, source=source)
-    data = ratings_to_interactions(result, cfg.name, cfg.valid_share)
+        return rate_events(events, ratings_cfg, source=source)
+
+
+def load(cfg: SyntheticDataConfig) -> InteractionData:
+    data = ratings_to_interactions(rate(cfg), cfg.name, cfg.valid_share)
+    generator = cfg.generator.check()
+    catalogue = course_catalogue(generator)
     features = course_features(catalogue, generator.topic_labels())
     data.item_features = features.reindex(data.item_ids.astype(str)).reset_index(drop=True)
     data.extras["catalogue"] = catalogue

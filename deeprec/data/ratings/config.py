@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from deeprec.config import check_choice
 from deeprec.errors import ConfigError
 
 DEFAULT_URL_PATTERN = r"^/?(?P<course>[^/?#]+/[^/?#]+)/(?P<lesson>[^/?#]+)"
@@ -45,8 +46,7 @@ class RatingsConfig:
             "engine": ENGINES,
         }
         for key, valid in choices.items():
-            if getattr(self, key) not in valid:
-                raise ConfigError(f"ratings.{key}={getattr(self, key)!r} is not valid; choose one of {list(valid)}")
+            check_choice(getattr(self, key), valid, f"ratings.{key}")
         try:
             groups = re.compile(self.url_pattern).groupindex
         except re.error as exc:

@@ -1,0 +1,28 @@
+"""The evaluation settings a run shares (conf/eval/default.yaml): the cut-offs, the users scored at
+once, and the validation metric that drives checkpoints and early stopping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from deeprec.errors import ConfigError
+from deeprec.evaluation.metrics import METRICS
+
+
+@dataclass
+class EvalConfig:
+    ks: list[int] = field(default_factory=lambda: [5, 10, 20])  # cut-offs of every metric
+    batch_size: int = 1024  # users scored at once
+    monitor: str = "ndcg@10"  # valid/<monitor> drives checkpoints and early stopping
+    patience: int = 5  # epochs without improvement before early stopping (0: off)
+
+    def check(self) -> "EvalConfig":
+        """ConfigError naming the key when a value cannot work."""
+        if not self.ks or min(self.ks) < 1:
+            raise ConfigError(f"eval.ks={self.ks} must list cut-offs of at least 1")
+        if self.batch_size < 1 or self.patience < 0:
+            raise ConfigError(f"eval.batch_size={self.batch_size} must be >= 1 and eval.patience={self.patience} >= 0")
+        name, _, k = self.monitor.partition("@")
+        if name not in METRICS or not k.isdigit():
+            raise ConfigError(f"eval.monitor={self.monitor!r} is not a metric@k such as ndcg@10 (metrics: {', '.join(METRICS)})")
+        return self
