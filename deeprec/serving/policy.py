@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from deeprec.ranking import topk_with_pads
+
 RANDOM_TRIES = 32  # rejection draws before the eligible items are listed explicitly
 
 
@@ -29,8 +31,8 @@ def choose(scores: torch.Tensor, k: int, epsilon: float, rng: np.random.Generato
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0)
     if epsilon == 0.0:
-        return torch.topk(scores, n).indices.numpy(), np.ones(n)
-    greedy = torch.topk(scores, min(2 * n, n_eligible)).indices.tolist()  # at most n greedy picks + n skipped
+        return ranked(scores, n).numpy(), np.ones(n)
+    greedy = ranked(scores, min(2 * n, n_eligible)).tolist()  # at most n greedy picks + n skipped
     eligible_np = eligible.numpy()
     items, propensities, taken, g = [], [], set(), 0
     for slot in range(n):  # a loop over the k positions of one list
@@ -43,6 +45,12 @@ def choose(scores: torch.Tensor, k: int, epsilon: float, rng: np.random.Generato
         items.append(item)
         taken.add(item)
     return np.asarray(items, np.int64), np.asarray(propensities)
+
+
+def ranked(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The k best eligible items of scores [I], best first (the shared ranking primitive, pads dropped)."""
+    _, items = topk_with_pads(scores.unsqueeze(0), k)
+    return items[0][items[0] >= 0]
 
 
 def random_eligible(eligible: np.ndarray, taken: set, rng: np.random.Generator) -> int:

@@ -13,29 +13,17 @@ out - the same fallback as deeprec-score.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 
 from deeprec.checkpoint import id_arrays, seen_matrix
+from deeprec.ranking import mask_excluded
 from deeprec.recommender import Recommender
 
 GROWTH = 8  # when the model must grow, it grows by at least 1/GROWTH of its users (amortised)
 MIN_GROWTH = 64
-
-
-@dataclass
-class Ranked:
-    """One served list: item indices in position order, their scores and propensities."""
-
-    items: np.ndarray  # [n] int64
-    scores: np.ndarray  # [n] float
-    propensities: np.ndarray  # [n] float
-    fallback: bool
-    user_slot: int | None
-    because: list[list[dict]] = field(default_factory=list)
 
 
 class ServingState:
@@ -144,7 +132,8 @@ class ServingState:
         if exclude_seen:
             seen = self.seen_items(slot)
             if len(seen):
-                scores[torch.from_numpy(seen)] = -torch.inf
+                row = sp.csr_matrix((np.ones(len(seen), np.float32), seen, [0, len(seen)]), shape=(1, self.n_items))
+                mask_excluded(scores.unsqueeze(0), row)  # in place, through the shared ranking primitive
         return scores, not by_model, slot
 
     @torch.no_grad()
