@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import torch
 
 from deeprec.checkpoint import id_arrays, seen_matrix
@@ -132,7 +131,8 @@ class ServingState:
         if exclude_seen:
             seen = self.seen_items(slot)
             if len(seen):
-                row = sp.csr_matrix((np.ones(len(seen), np.float32), seen, [0, len(seen)]), shape=(1, self.n_items))
+                row = torch.zeros(1, self.n_items, dtype=torch.bool)
+                row[0, torch.from_numpy(seen)] = True
                 mask_excluded(scores.unsqueeze(0), row)  # in place, through the shared ranking primitive
         return scores, not by_model, slot
 
