@@ -14,7 +14,6 @@ out - the same fallback as deeprec-score.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import torch
 
 from deeprec.checkpoint import id_arrays, seen_matrix
@@ -33,7 +32,7 @@ class ServingState:
         self.model_version = model_version
         user_ids, item_ids = id_arrays(meta)
         self.item_ids = np.asarray(item_ids, dtype=object)
-        self.item_index = pd.Index(self.item_ids.astype(str))  # vectorised id -> index lookups
+        self.item_slot = {str(item): n for n, item in enumerate(self.item_ids)}
         self.user_ids: list[str] = [str(user) for user in user_ids]
         self.user_slot = {user: n for n, user in enumerate(self.user_ids)}
         self.n_checkpoint_users = len(self.user_ids)
@@ -55,7 +54,8 @@ class ServingState:
     # -- feedback ---------------------------------------------------------------------------
     def item_slots(self, item_ids) -> np.ndarray:
         """Item indices of ids, -1 for ids not in the catalogue."""
-        return self.item_index.get_indexer(np.asarray([str(item) for item in item_ids], dtype=object)).astype(np.int64)
+        # dict lookups: a pandas get_indexer costs ~0.4 ms a call to build its index of the ids asked for
+        return np.fromiter((self.item_slot.get(str(item), -1) for item in item_ids), np.int64, len(item_ids))
 
     def user_slots(self, user_ids: list[str]) -> np.ndarray:
         """Slots of user ids; ids met for the first time get new slots in the order given."""
