@@ -15,3 +15,9 @@ class ConfigError(DeeprecError):
 
 class CheckpointError(DeeprecError):
     """A checkpoint that is missing, truncated, of another model, or unsafe to load."""
+
+
+class TrainingInterrupted(DeeprecError):
+    """Training stopped by SIGTERM (a scheduler's stop) after writing last.ckpt; exit status 143."""
+
+    exit_code = 143

@@ -16,6 +16,7 @@ MODELS = {
     "lstm": "deeprec.models.lstm:LSTMRecommender",
     "autoencoder": "deeprec.models.autoencoder:AutoencoderRecommender",
     "attention": "deeprec.models.attention:AttentionRanker",
+    "sasrec": "deeprec.models.sasrec:SASRec",
     "linucb": "deeprec.bandits.recommender:LinUCBRecommender",
 }
 
@@ -32,7 +33,7 @@ DATASETS = {
 EVENT_LOGS = ("synthetic", "events", "epm")
 
 BASELINES = ("pop", "itemknn", "userknn", "mf", "ease")
-DEEP_MODELS = ("ncf", "lstm", "autoencoder", "attention")
+DEEP_MODELS = ("ncf", "lstm", "autoencoder", "attention", "sasrec")
 
 
 def _resolve(table: dict[str, str], name: str, kind: str):

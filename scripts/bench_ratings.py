@@ -5,17 +5,22 @@
    Out-of-core runs repeat for each --batch-rows (ratings.batch_rows: rows read at a time and
    events per user-hash partition), to show that their peak follows the chunk, not the input;
    --also-out-of-core adds out-of-core runs of sizes that otherwise run in memory (e.g. 10M).
+   --engine spark adds `deeprec-ratings engine=spark` (local mode, one JVM) on the same logs, each
+   size run right after the pandas engine; peak memory is the Python driver's VmHWM and the JVM's
+   (sampled from /proc every 0.2 s: its VmHWM), and the output is checked equal to the pandas one.
 2. Engines at --engine-size events (default 1M): the heavy core of SPEC 1.1-1.4 (read the CSV,
    lessons from URLs, sort by user and time, sessions, time to the next event, sum per user,
-   course and lesson) in deeprec's pandas/numpy code, in Polars and in DuckDB; the ratio is
-   against deeprec in the same run, and the per-lesson sums are checked to agree.
+   course and lesson) in deeprec's pandas/numpy code, in Polars and in DuckDB, --engine-rounds
+   interleaved rounds (deeprec, polars, duckdb, deeprec, ...); each ratio is against deeprec in the
+   same round, and the per-lesson sums are checked to agree. Polars and DuckDB are benchmark-only
+   dependencies (pip install polars duckdb), not deeprec's.
 
 Logs come from deeprec.data.synthetic.write_events when it exists, else from the small
 generator below (users with sessions of page views over courses/lessons, non-lesson pages,
 non-view events, epoch-second timestamps).
 
     python scripts/bench_ratings.py [--sizes 1000000 10000000 50000000] [--engine-size 1000000]
-        [--also-out-of-core 10000000] [--batch-rows 2000000 500000]
+        [--also-out-of-core 10000000] [--batch-rows 2000000 500000] [--engine spark] [--engine-rounds 3]
 Writes bench_results/bench_ratings{--tag}.{json,md}; --engine-size 0 skips the engine comparison.
 """
 
@@ -99,27 +104,69 @@ def peak_mb(stderr: str) -> float:
     return [int(line.split()[1]) for line in stderr.splitlines() if line.startswith("PEAK_KB")][-1] / 1024
 
 
-def run_cli(log: Path, out: Path, out_of_core: bool, batch_rows: int | None = None) -> dict:
-    """deeprec-ratings in a child process: wall seconds and the child's peak RSS."""
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from the parent ids in /proc/*/stat)."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = [], {pid}
+    while frontier:
+        frontier = {c for c, p in parent.items() if p in frontier}
+        found += sorted(frontier)
+    return found
+
+
+def _hwm_kb(pid: int) -> int:
+    """The peak RSS (VmHWM) of a running process in KB, 0 once it is gone."""
+    try:
+        return int([line.split()[1] for line in open(f"/proc/{pid}/status") if line.startswith("VmHWM:")][0])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def run_cli(log: Path, out: Path, out_of_core: bool, batch_rows: int | None = None, extra: list[str] = ()) -> dict:
+    """deeprec-ratings in a child process: wall seconds, the child's peak RSS and that of its
+    children (the JVM of engine=spark), sampled from /proc while it runs."""
+    import threading
+
     code = PEAK_PRELUDE + "from deeprec.cli.ratings import main; main()"
-    args = [sys.executable, "-c", code, f"input={log}", f"output={out}", f"out_of_core={str(out_of_core).lower()}"]
+    args = [sys.executable, "-c", code, f"input={log}", f"output={out}", f"out_of_core={str(out_of_core).lower()}", *extra]
     if batch_rows:
         args.append(f"ratings.batch_rows={batch_rows}")
     t0 = time.perf_counter()
-    proc = subprocess.run(args, capture_output=True, text=True)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peaks: dict[int, int] = {}
+
+    def sample():
+        while proc.poll() is None:
+            for child in _descendants(proc.pid):
+                peaks[child] = max(peaks.get(child, 0), _hwm_kb(child))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, stderr = proc.communicate()
     wall = time.perf_counter() - t0
+    sampler.join()
     if proc.returncode:
-        raise RuntimeError(proc.stderr)
+        raise RuntimeError(stderr[-3000:])
     summary = json.loads((out / "summary.json").read_text())
-    return {"wall_s": wall, "peak_rss_mb": peak_mb(proc.stderr), "summary": summary}
+    return {"wall_s": wall, "peak_rss_mb": peak_mb(stderr), "children_peak_mb": max(peaks.values(), default=0) / 1024,
+            "summary": summary}
 
 
-def identical_outputs(a: Path, b: Path) -> bool:
-    """The two output folders hold the same tables (values and order) and summaries (but the config)."""
+def identical_outputs(a: Path, b: Path, atol: float = 0.0) -> bool:
+    """The two output folders hold the same tables (values and order; floats within atol) and summaries (but the config)."""
     import pandas as pd
 
     for name in ("ratings", "lesson_durations", "rejects"):
-        if not pd.read_parquet(a / f"{name}.parquet").equals(pd.read_parquet(b / f"{name}.parquet")):
+        x, y = pd.read_parquet(a / f"{name}.parquet"), pd.read_parquet(b / f"{name}.parquet")
+        try:
+            pd.testing.assert_frame_equal(x, y, check_exact=atol == 0, atol=atol, rtol=0)
+        except AssertionError:
             return False
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
     sa.pop("config"), sb.pop("config")
@@ -167,6 +214,7 @@ def core_duckdb(log: Path):
     import duckdb
 
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")  # its bar on stdout broke the parent's JSON line
     con.execute("SET threads TO 2")
     sql = f"""
     WITH raw AS (
@@ -189,12 +237,23 @@ def run_engine(name: str, log: Path) -> dict:
     code = PEAK_PRELUDE + (
         "import time, json; sys.path.insert(0, %r); import bench_ratings as b; from pathlib import Path\n"
         "t = time.perf_counter(); s = getattr(b, 'core_' + %r)(Path(%r)); w = time.perf_counter() - t\n"
-        "print(json.dumps({'wall_s': w, 'total_s': float(s.sum()), 'lessons': int(len(s))}))"
-    ) % (str(Path(__file__).parent), name, str(log))
+        "print(%r + json.dumps({'wall_s': w, 'total_s': float(s.sum()), 'lessons': int(len(s))}), flush=True)"
+    ) % (str(Path(__file__).parent), name, str(log), RESULT_TAG)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if proc.returncode:
         return {"error": proc.stderr.strip().splitlines()[-1]}
-    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "peak_rss_mb": peak_mb(proc.stderr)}
+    return {**tagged_result(proc.stdout), "peak_rss_mb": peak_mb(proc.stderr)}
+
+
+RESULT_TAG = "BENCH_RESULT "  # the child's result line; anything else an engine prints on stdout is ignored
+
+
+def tagged_result(stdout: str) -> dict:
+    """The JSON after RESULT_TAG on the child's stdout (a progress bar may share the line)."""
+    lines = [line.split(RESULT_TAG, 1)[1] for line in stdout.splitlines() if RESULT_TAG in line]
+    if not lines:
+        raise RuntimeError(f"no {RESULT_TAG.strip()} line in the engine's output: {stdout[-500:]!r}")
+    return json.loads(lines[-1])
 
 
 def main() -> None:
@@ -208,6 +267,10 @@ def main() -> None:
     parser.add_argument("--also-out-of-core", type=int, nargs="*", default=[], help="sizes also run out-of-core")
     parser.add_argument("--batch-rows", type=int, nargs="+", default=[2_000_000],
                         help="ratings.batch_rows of the out-of-core runs (one run each)")
+    parser.add_argument("--engine", choices=["pandas", "spark"], default="pandas",
+                        help="spark: also run deeprec-ratings engine=spark on every size, right after the pandas engine")
+    parser.add_argument("--spark-driver-memory", default="4g", help="ratings.spark.driver_memory of the Spark runs")
+    parser.add_argument("--engine-rounds", type=int, default=1, help="interleaved rounds of the engine comparison")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
     results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared)",
@@ -217,15 +280,16 @@ def main() -> None:
         elog = tmp / f"engine-{args.engine_size}.csv"
         results["generator"] = write_log(elog, max(args.engine_size, 1), args.seed)
         base = None
-        for engine in ("deeprec", "polars", "duckdb") if args.engine_size else ():  # --engine-size 0 skips
-            row = {"engine": engine, "events": args.engine_size, **run_engine(engine, elog)}
-            if engine == "deeprec":
-                base = row
-            if "wall_s" in row and base and "wall_s" in base:
-                row["time_vs_deeprec"] = row["wall_s"] / base["wall_s"]
-                row["same_total"] = abs(row["total_s"] - base["total_s"]) < 1e-6 * max(1.0, base["total_s"])
-            results["engines"].append(row)
-            print(row, flush=True)
+        for round_no in range(args.engine_rounds if args.engine_size else 0):  # --engine-size 0 skips
+            for engine in ("deeprec", "polars", "duckdb"):
+                row = {"engine": engine, "events": args.engine_size, "round": round_no, **run_engine(engine, elog)}
+                if engine == "deeprec":
+                    base = row
+                if "wall_s" in row and base and "wall_s" in base:
+                    row["time_vs_deeprec"] = row["wall_s"] / base["wall_s"]
+                    row["same_total"] = abs(row["total_s"] - base["total_s"]) < 1e-6 * max(1.0, base["total_s"])
+                results["engines"].append(row)
+                print(row, flush=True)
         elog.unlink()
         for n in args.sizes:
             log = tmp / f"log-{n}.csv"
@@ -235,36 +299,44 @@ def main() -> None:
             runs = [(False, None)] if n < args.out_of_core_from else []
             if n >= args.out_of_core_from or n in args.also_out_of_core:
                 runs += [(True, rows) for rows in args.batch_rows]
+            if args.engine == "spark":
+                runs.append(("spark", None))
             for ooc, batch_rows in runs:
-                out = tmp / f"out-{n}-{int(ooc)}-{batch_rows}"
-                run = run_cli(log, out, ooc, batch_rows)
+                out = tmp / f"out-{n}-{ooc}-{batch_rows}"
+                spark = ooc == "spark"
+                extra = ["engine=spark", f"spark.driver_memory={args.spark_driver_memory}"] if spark else []
+                run = run_cli(log, out, bool(ooc) and not spark, batch_rows, extra)
                 s = run.pop("summary")
-                row = {"events": n, "mode": "out-of-core" if ooc else "in-memory", "batch_rows": batch_rows,
+                mode = "spark (local[*])" if spark else "out-of-core" if ooc else "in-memory"
+                row = {"events": n, "mode": mode, "batch_rows": batch_rows,
                        "csv_mb": log.stat().st_size / 2**20, "generate_s": gen, **run, "events_per_s": n / run["wall_s"],
                        "ratings": s["ratings"], "users": s["users"], "rejected": sum(s["rows_rejected"].values())}
                 results["curve"].append(row)
                 print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
-                same = identical_outputs(tmp / f"out-{n}-0-None", out) if ooc and (tmp / f"out-{n}-0-None").exists() else None
-                if same is not None:
-                    row["same_as_in_memory"] = same
-                    print(f"  out-of-core output identical to in-memory: {same}", flush=True)
+                first = next((tmp / f"out-{n}-{m}-{b}" for m, b in runs if (tmp / f"out-{n}-{m}-{b}").exists()), None)
+                if first is not None and first != out:  # against the first (pandas) run of this size
+                    same = identical_outputs(first, out, atol=1e-6 if spark else 0.0)
+                    row["same_as_pandas"] = same
+                    print(f"  {mode} output equal to {first.name}: {same}", flush=True)
             for out in tmp.glob(f"out-{n}-*"):
                 shutil.rmtree(out)
             log.unlink()
     (OUT / f"bench_ratings{args.tag}.json").write_text(json.dumps(results, indent=2))
     lines = [f"Machine: {results['machine']}. Logs: {results['generator']}.", "",
-             "| events | mode | batch_rows | CSV MB | wall s | events/s | peak RSS MB | ratings | = in-memory |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| events | mode | batch_rows | CSV MB | wall s | events/s | peak RSS MB (Python) | peak RSS MB (JVM) | ratings | = pandas |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["curve"]:
         lines.append(f"| {r['events']:,} | {r['mode']} | {r['batch_rows'] or ''} | {r['csv_mb']:.0f} | {r['wall_s']:.1f} | "
-                     f"{r['events_per_s']:,.0f} | {r['peak_rss_mb']:.0f} | {r['ratings']:,} | {r.get('same_as_in_memory', '')} |")
+                     f"{r['events_per_s']:,.0f} | {r['peak_rss_mb']:.0f} | {r['children_peak_mb']:.0f} | {r['ratings']:,} | "
+                     f"{r.get('same_as_pandas', '')} |")
     if results["engines"]:
-        lines += ["", "| engine (SPEC 1.1-1.4 core) | events | wall s | x deeprec | peak RSS MB | same sums |", "|---|---|---|---|---|---|"]
+        lines += ["", "| engine (SPEC 1.1-1.4 core) | round | events | wall s | x deeprec (same round) | peak RSS MB | same sums |",
+                  "|---|---|---|---|---|---|---|"]
     for r in results["engines"]:
         if "error" in r:
-            lines.append(f"| {r['engine']} | {r['events']:,} | error: {r['error']} | | | |")
+            lines.append(f"| {r['engine']} | {r['round']} | {r['events']:,} | error: {r['error']} | | | |")
         else:
-            lines.append(f"| {r['engine']} | {r['events']:,} | {r['wall_s']:.2f} | {r.get('time_vs_deeprec', 1):.2f} | "
+            lines.append(f"| {r['engine']} | {r['round']} | {r['events']:,} | {r['wall_s']:.2f} | {r.get('time_vs_deeprec', 1):.2f} | "
                          f"{r['peak_rss_mb']:.0f} | {r.get('same_total', True)} |")
     (OUT / f"bench_ratings{args.tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -5,6 +5,9 @@
 #   scripts/run_leaderboards.sh                      # all four: synthetic coursera movielens epm
 #   scripts/run_leaderboards.sh coursera epm         # some of them
 #   scripts/run_leaderboards.sh movielens -- trainer.accelerator=gpu   # extra overrides after --
+#   SEEDS='[1,2,3]' TUNE=20 TUNE_TIMEOUT=600 scripts/run_leaderboards.sh   # over seeds, tuned on valid first
+# SEEDS (default [1,2,3]: the leaderboard over seeds with intervals), TUNE (default 0: the defaults
+# and the experiment's model_overrides) and TUNE_TIMEOUT (seconds per model, default null).
 # Each run is niced and bounded by LEADERBOARD_TIMEOUT seconds (default 3600).
 set -euo pipefail
 
@@ -15,11 +18,15 @@ while [[ $# -gt 0 && "$1" != "--" ]]; do datasets+=("$1"); shift; done
 extra=("$@")
 [[ ${#datasets[@]} -eq 0 ]] && datasets=(synthetic coursera movielens epm)
 limit="${LEADERBOARD_TIMEOUT:-3600}"
+seeds="${SEEDS:-[1,2,3]}"
+tune="${TUNE:-0}"
+tune_timeout="${TUNE_TIMEOUT:-null}"
 
 for data in "${datasets[@]}"; do
-  echo "== deeprec-compare +experiment=compare_${data} ${extra[*]:-}"
+  echo "== deeprec-compare +experiment=compare_${data} seeds=${seeds} tune=${tune} ${extra[*]:-}"
   start=$(date +%s)
-  nice -n 5 timeout "$limit" deeprec-compare "+experiment=compare_${data}" "${extra[@]}"
+  nice -n 5 timeout "$limit" deeprec-compare "+experiment=compare_${data}" "seeds=${seeds}" "tune=${tune}" \
+    "tune_timeout=${tune_timeout}" ${extra[@]+"${extra[@]}"}
   echo "== ${data}: $(( $(date +%s) - start )) s"
   dest="bench_results/leaderboards/${data}"
   mkdir -p "$dest"

@@ -56,3 +56,23 @@ def write_random_table(path: Path, seed: int, n: int, n_users: int, n_items: int
                           "timestamp": rng.integers(0, 10**6, n)}).drop_duplicates(["user_id", "item_id"])
     frame.to_csv(path, index=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session for the whole test run (ratings.engine=spark tests); small shuffles, no UI."""
+    pyspark_sql = pytest.importorskip("pyspark.sql")
+    session = (
+        pyspark_sql.SparkSession.builder.master("local[2]").appName("deeprec-tests")
+        .config("spark.sql.shuffle.partitions", "2").config("spark.default.parallelism", "2")
+        .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.memory", "1g").config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    import logging
+
+    # py4j logs its shutdown at INFO; after pytest has closed the streams a handler the CLI tests left would fail on it
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    yield session
+    session.stop()

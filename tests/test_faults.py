@@ -53,7 +53,9 @@ def test_kill_minus_9_during_training_then_resume_equals_uninterrupted(table, tm
     from deeprec.cli.train import train
 
     epochs = 10
-    overrides = ["data=interactions", f"data.path={table}", *NCF_TINY, f"trainer.max_epochs={epochs}"]
+    # last.ckpt every 2 epochs: the resumed run redoes the epochs after the latest write, exactly.
+    overrides = ["data=interactions", f"data.path={table}", *NCF_TINY, f"trainer.max_epochs={epochs}",
+                 "checkpoint.every_n_epochs=2"]
     killed_dir = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     code = "import torch; torch.set_num_threads(1); from deeprec.cli.train import main; main()"
@@ -99,6 +101,38 @@ def test_kill_minus_9_during_training_then_resume_equals_uninterrupted(table, tm
         assert resumed[key] == pytest.approx(value, abs=1e-6), key
     on_disk = json.loads((killed_dir / "metrics.json").read_text())
     assert on_disk == pytest.approx(json.loads((tmp_path / "straight" / "metrics.json").read_text()), abs=1e-6)
+
+
+def test_sigterm_during_training_writes_the_last_finished_epoch_and_resume_equals_uninterrupted(table, tmp_path, one_thread):
+    # case: fault-sigterm-training (a scheduler's stop): no periodic writes, yet last.ckpt appears
+    from deeprec.cli.train import train
+
+    epochs = 8
+    overrides = ["data=interactions", f"data.path={table}", *NCF_TINY, f"trainer.max_epochs={epochs}",
+                 "checkpoint.every_n_epochs=0", "checkpoint.every_seconds=0"]
+    stopped = tmp_path / "stopped"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    # The child reports each finished epoch on stderr, so the test signals it mid-training.
+    code = ("import sys, torch; torch.set_num_threads(1); from deeprec.models.ncf import NCF; "
+            "end = NCF.on_train_epoch_end; "
+            "NCF.on_train_epoch_end = lambda self: (print('EPOCH', self.current_epoch, file=sys.stderr, flush=True), end(self)); "
+            "from deeprec.cli.train import main; main()")
+    proc = subprocess.Popen([sys.executable, "-c", code, *overrides, f"run_dir={stopped}"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if line.startswith("EPOCH 3"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and not (stopped / "metrics.json").exists(), err[-2000:]
+    assert "stopped by SIGTERM" in err and "resume=true" in err
+    last = torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)
+    assert 3 <= last["epoch"] < epochs - 1  # the last finished epoch (3, or 4 if the signal came late)
+    assert (stopped / "checkpoints" / "best.ckpt").exists()
+    resumed = train(train_cfg([*overrides, f"run_dir={stopped}", "resume=true"]))
+    straight = train(train_cfg([*overrides, f"run_dir={tmp_path / 'straight'}"]))
+    for key, value in straight.items():
+        assert resumed[key] == pytest.approx(value, abs=1e-6), key
 
 
 # -- deeprec-score killed mid-write (one-file output) -----------------------------------------------

@@ -13,8 +13,8 @@ import torch
 from deeprec.baselines.pop import Popularity
 from deeprec.data.interactions import from_frame
 from deeprec.evaluation.evaluator import evaluate_recommender
-from deeprec.models.lstm import LSTMRecommender, training_windows
-from deeprec.models.sequence import last_events, ordered_events, sample_items
+from deeprec.models.lstm import LSTMRecommender
+from deeprec.models.sequence import last_events, ordered_events, sample_items, training_windows
 
 N_ITEMS = 40
 SMALL = dict(embedding_dim=32, hidden_dim=32, dropout=0.0, max_len=8, window_stride=4, lr=0.02, batch_size=64)
@@ -65,18 +65,23 @@ class RandomScores:
         pass
 
 
-@pytest.fixture(scope="module")
-def chain():
+def fitted_on_chain(cls, params, epochs=25):
+    """(data, the cycle in index space, a model of `cls` fitted `epochs` epochs) on the planted chain."""
     frame, cycle = chain_frame()
     data = from_frame(frame, "planted-chain")
     # from_frame sorts ids as strings: map the cycle into index space.
     index_of = {int(i): k for k, i in enumerate(data.item_ids)}
     cycle_idx = np.array([index_of[int(i)] for i in cycle])
     pl.seed_everything(0, verbose=False)
-    model = LSTMRecommender(data.n_users, data.n_items, seed=0, **SMALL)
-    model.fit(data, trainer=quiet_trainer(25))
+    model = cls(data.n_users, data.n_items, seed=0, **params)
+    model.fit(data, trainer=quiet_trainer(epochs))
     model.eval()
     return data, cycle_idx, model
+
+
+@pytest.fixture(scope="module")
+def chain():
+    return fitted_on_chain(LSTMRecommender, SMALL)
 
 
 def test_learns_the_planted_chain_far_better_than_pop_and_random(chain):
@@ -174,23 +179,25 @@ def test_update_state_matches_a_naive_per_user_append(rng):
         assert (math.isnan(got) and math.isnan(want_time[u])) or got == want_time[u]
 
 
-def test_training_windows_cover_every_target_once_with_context():
-    # Two users: 7 events (items 10..16) and 1 event (no target); max_len 3, stride 2.
+def test_training_windows_make_every_position_a_target_with_its_context():
+    # Two users: 7 events (items 10..16) and 1 event (no target); max_len 3.
     items = np.array([10, 11, 12, 13, 14, 15, 16, 20])
     gaps = np.arange(8, dtype=np.float32)
     starts = np.array([0, 7, 8])
-    inputs, input_gaps, targets, in_loss = training_windows(items, gaps, starts, max_len=3, stride=2)
-    counted = sorted(targets[in_loss].tolist())
-    assert counted == [11, 12, 13, 14, 15, 16]  # every next-item target of user 0, once; none for user 1
-    for w, c in zip(*np.nonzero(in_loss)):
-        target = targets[w, c]
-        # The input at the same column is the item just before the target...
-        assert inputs[w, c] == target - 1
-        # ...and the window holds min(3, position) - ... at least max_len - stride = 1 events of context
-        context = inputs[w, : c + 1]
-        assert list(context) == list(range(target - len(context), target))
-        assert len(context) >= min(target - 10, 3 - 2)
-        assert input_gaps[w, c] == gaps[target - 1 - 10]
+    ratings = np.array([1, 2, 3, 4, 5, 6, 7, 8], np.float32)
+    for stride, want in ((3, [11, 12, 13, 14, 15, 16]), (2, [11, 12, 12, 13, 14, 14, 15, 16])):
+        inputs, input_gaps, targets, weights = training_windows(items, gaps, starts, max_len=3, stride=stride, weights=ratings)
+        in_loss = weights > 0
+        assert (in_loss == (inputs >= 0)).all()  # every position of every window is a target
+        # stride = max_len: disjoint windows, each target once; a smaller stride repeats targets
+        assert sorted(targets[in_loss].tolist()) == want
+        for w, c in zip(*np.nonzero(in_loss)):
+            target = targets[w, c]
+            assert inputs[w, c] == target - 1  # the input at the same column is the item just before
+            context = inputs[w, : c + 1]
+            assert list(context) == list(range(target - len(context), target))
+            assert input_gaps[w, c] == gaps[target - 1 - 10]
+            assert weights[w, c] == ratings[target - 10]  # the target event's weight
 
 
 def test_last_events_matches_python_slicing():
@@ -205,8 +212,9 @@ def test_ordered_events_gaps_are_within_user_and_zero_first():
     frame = pd.DataFrame({"user_id": [1, 1, 2, 1, 2], "item_id": [1, 2, 3, 4, 5],
                           "timestamp": [100.0, 50.0, 10.0, 400.0, np.nan], "split": ["train"] * 5})
     data = from_frame(frame, "gaps")
-    items, gaps, _, starts, _ = ordered_events(data, "train")
+    items, gaps, _, starts, _, ratings = ordered_events(data, "train")
     assert starts.tolist() == [0, 3, 5]
+    assert ratings.tolist() == [1.0] * 5
     assert data.item_ids[items].tolist() == ["2", "1", "4", "3", "5"]
     assert gaps.tolist() == [0.0, 50.0, 300.0, 0.0, 0.0]  # NaN time: gap 0
 

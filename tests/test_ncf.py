@@ -160,15 +160,43 @@ def test_one_step_reaches_every_parameter(blocks):
 
 def test_rating_weights_are_ratings_over_their_mean(blocks):
     model = NCF(blocks.n_users, blocks.n_items, seed=0, rating_weights=True, **SMALL)
-    model.train_dataloader_for(blocks)
+    model.prepare(blocks)
     users, items, weights = model.training_rows
     train = blocks.rows("train")
     lookup = {(u, i): r for u, i, r in zip(train["user"], train["item"], train["rating"])}
     want = np.array([lookup[(int(u), int(i))] for u, i in zip(users, items)]) / train["rating"].mean()
     assert np.allclose(weights.numpy(), want, rtol=1e-5)
     unweighted = NCF(blocks.n_users, blocks.n_items, seed=0, **SMALL)
-    unweighted.train_dataloader_for(blocks)
+    unweighted.prepare(blocks)
     assert torch.equal(unweighted.training_rows[2], torch.ones(len(users)))
+
+
+def test_zero_ratings_are_weak_positives_or_negatives_by_the_rule(blocks):
+    frame = planted_blocks()
+    zero = (frame["split"] == "train") & (np.arange(len(frame)) % 3 == 0)
+    frame.loc[zero, "rating"] = 0.0  # the step penalty's zeros: rating_weights used to refuse them
+    data = from_frame(frame, "zeros")
+    train = data.rows("train")
+    positive_mean = train.loc[train["rating"] > 0, "rating"].mean()
+    weak = NCF(data.n_users, data.n_items, seed=0, rating_weights=True, zero_weight=0.25, **SMALL)
+    weak.prepare(data)
+    users, items, weights = weak.training_rows
+    lookup = {(u, i): r for u, i, r in zip(train["user"], train["item"], train["rating"])}
+    ratings = np.array([lookup[(int(u), int(i))] for u, i in zip(users, items)])
+    assert len(users) == len(train)  # every interaction stays a positive
+    assert np.allclose(weights.numpy(), np.where(ratings > 0, ratings / positive_mean, 0.25), rtol=1e-5)
+    negative = NCF(data.n_users, data.n_items, seed=0, rating_weights=True, zero_rating="negative", **SMALL)
+    negative.prepare(data)
+    users, items, weights = negative.training_rows
+    assert len(users) == int((train["rating"] > 0).sum()) and (weights > 0).all()
+    # A 0-rated item is no positive, so the exact sampler may draw it as the user's negative.
+    zero_pairs = set(zip(train.loc[train["rating"] == 0, "user"], train.loc[train["rating"] == 0, "item"]))
+    torch.manual_seed(0)
+    who = torch.tensor(sorted({u for u, _ in zero_pairs}))
+    drawn = sample_negatives(who.repeat_interleave(200), 1, negative._indptr, negative._keys, data.n_items)[:, 0]
+    assert zero_pairs & set(zip(who.repeat_interleave(200).tolist(), drawn.tolist()))
+    positives = set(zip(users.tolist(), items.tolist()))
+    assert not positives & set(zip(who.repeat_interleave(200).tolist(), drawn.tolist()))
 
 
 def test_bce_and_bpr_losses_match_hand_formulas(blocks):

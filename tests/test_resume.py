@@ -7,12 +7,15 @@ import pytest
 
 from deeprec.models.attention import AttentionRanker
 from deeprec.models.lstm import LSTMRecommender
+from deeprec.models.sasrec import SASRec
 from test_ncf import check_round_trip_and_resume, one_thread  # noqa: F401
 
 SEQUENCE_MODELS = {
     "lstm": (LSTMRecommender, ("model.embedding_dim=8", "model.hidden_dim=8", "model.max_len=6",
                                "model.window_stride=3", "model.batch_size=32", "model.dropout=0.2")),
     "attention": (AttentionRanker, ("model.embedding_dim=8", "model.max_len=6", "model.batch_size=32")),
+    "sasrec": (SASRec, ("model.embedding_dim=8", "model.max_len=6", "model.batch_size=32", "model.num_heads=1",
+                        "model.lr_schedule=plateau", "model.lr_patience=0")),
 }
 
 

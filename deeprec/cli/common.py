@@ -38,7 +38,7 @@ def report_user_errors(prog: str) -> Callable:
                 return fn(*args, **kwargs)
             except (DeeprecError, FloatingPointError) as exc:  # FloatingPointError: a NaN/inf loss, naming the step
                 print(f"{prog}: error: {exc}", file=sys.stderr)
-                sys.exit(2)
+                sys.exit(getattr(exc, "exit_code", 2))
             except OSError as exc:
                 if exc.errno in USER_OS_ERRORS:
                     where = f" {exc.filename}" if exc.filename else ""
@@ -59,7 +59,7 @@ class TrainerConfig:
     strategy: str = "auto"
     num_nodes: int = 1
     precision: str = "32-true"
-    max_epochs: int = 20
+    max_epochs: int = 200
     gradient_clip_val: float | None = None
     log_every_n_steps: int = 50
     deterministic: bool = True

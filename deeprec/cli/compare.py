@@ -1,6 +1,13 @@
 """deeprec-compare: train every listed model on one dataset, evaluate them with the one shared
 evaluation, and write a leaderboard (Markdown + CSV) with 95% CIs and paired significance against
-the best baseline, a PNG plot, and one TensorBoard run per model under out_dir/<model>/."""
+the best baseline, a PNG plot, and one TensorBoard run per model under out_dir/<model>/.
+
+`seeds=[1,2,3]` trains every model once per seed (runs in out_dir/<model>/seed<k>/, per-seed
+leaderboards in out_dir/seed<k>/) and writes the across-seed leaderboard: the mean over seeds with a
+t-interval, and a difference marked real only when it holds in every seed. `resplit=true` also draws
+another random hold-out per seed (data with a random split). `tune=N` first runs N Optuna trials per
+model on the valid split (deeprec.tuning, `tune_timeout` seconds each) and trains with the values chosen.
+"""
 
 from __future__ import annotations
 
@@ -50,35 +57,97 @@ def per_user_values(topk, truth, ks) -> dict[str, np.ndarray]:
     return {f"{m}@{k}": per_user_metric(topk, truth, m, k) for k in ks for m in PER_USER_METRICS}
 
 
+def run_seeds(cfg: DictConfig) -> list[int]:
+    """The seeds to train with: `seeds` when given, else [seed]; checked with tune / tune_timeout."""
+    seeds = list(cfg.get("seeds") or [cfg.seed])
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds={seeds} must be a list of distinct integers, e.g. seeds=[1,2,3]")
+    if int(cfg.get("tune") or 0) < 0:
+        raise ConfigError(f"tune={cfg.tune} must be 0 (no tuning) or the number of trials per model")
+    timeout = cfg.get("tune_timeout")
+    if timeout is not None and float(timeout) <= 0:
+        raise ConfigError(f"tune_timeout={timeout} must be a positive number of seconds per model, or null")
+    return seeds
+
+
+def data_for_seed(cfg: DictConfig, seed: int):
+    """The data config of one seed's run: with resplit=true, a random hold-out drawn with that seed
+    (the adapter's `seed`, or `split.seed` of a random split); a temporal split has nothing to redraw."""
+    section = copy.deepcopy(cfg.data)
+    if cfg.get("resplit"):
+        with open_dict(section):
+            if "split" in section and section.split.get("strategy") == "random":
+                section.split.seed = seed
+            elif "seed" in section and "holdout_share" in section:
+                section.seed = seed
+    return data_config(section)
+
+
 def compare(cfg: DictConfig) -> "pd.DataFrame":  # noqa: F821
     from deeprec.atomic import write_text_atomic
     from deeprec.cli.train import run_training
     from deeprec.evaluation.metrics import PER_USER_METRICS
-    from deeprec.evaluation.report import leaderboard, plot, to_markdown
+    from deeprec.evaluation.report import across_seeds, across_seeds_markdown, leaderboard, plot, to_markdown
     from deeprec.registry import BASELINES
 
     sections = validated_model_sections(cfg)
-    data_cfg = data_config(cfg.data)
+    seeds = run_seeds(cfg)
+    data_cfgs = {seed: data_for_seed(cfg, seed) for seed in seeds}
     out_dir = ensure_writable_dir(cfg.out_dir)
-    data = load_data(data_cfg)
-    per_user, set_metrics = {}, {}
-    for name in cfg.models:
-        run_cfg = copy.deepcopy(cfg)
-        with open_dict(run_cfg):
-            run_cfg.model = sections[name]
-            run_cfg.run_dir = str(out_dir / name)
-        log.info("training %s on %s", name, data.name)
-        result = run_training(run_cfg, data=data)
-        truth = data.truth("test")[result.test_users]
-        per_user[name] = per_user_values(result.test_topk, truth, cfg.eval.ks)
-        set_metrics[name] = {k: v for k, v in result.metrics.items() if k.split("@")[0] not in PER_USER_METRICS}
-    table = leaderboard(per_user, set_metrics, BASELINES, cfg.report.test_metric)
-    title = f"{data.name}: {data.n_users} users, {data.n_items} items, seed {cfg.seed}"
-    write_text_atomic(out_dir / "leaderboard.csv", table.to_csv())
-    write_text_atomic(out_dir / "leaderboard.md", to_markdown(table, cfg.report.metrics, cfg.report.test_metric, title))
-    plot(table, cfg.report.plot_metrics, out_dir / "leaderboard.png", title)
+    multi = len(seeds) > 1
+    loaded = {}
+
+    def data_of(seed):
+        key = repr(data_cfgs[seed])
+        if key not in loaded:
+            loaded.clear()  # one dataset in memory at a time
+            loaded[key] = load_data(data_cfgs[seed])
+        return loaded[key]
+
+    if cfg.get("tune"):
+        from deeprec.tuning import tune_model
+
+        tune_cfg = copy.deepcopy(cfg)
+        with open_dict(tune_cfg):
+            tune_cfg.seed = seeds[0]
+        for name in cfg.models:
+            chosen = tune_model(tune_cfg, name, sections[name], data_of(seeds[0]), int(cfg.tune), cfg.get("tune_timeout"), out_dir)
+            sections[name] = OmegaConf.merge(sections[name], chosen)
+        write_text_atomic(out_dir / "tuning" / "chosen.yaml",
+                          OmegaConf.to_yaml(OmegaConf.create({n: OmegaConf.to_container(sections[n]) for n in cfg.models})))
+    per_seed, tables = {}, {}
+    for seed in seeds:
+        data = data_of(seed)
+        per_user, set_metrics = {}, {}
+        for name in cfg.models:
+            run_cfg = copy.deepcopy(cfg)
+            with open_dict(run_cfg):
+                run_cfg.model = sections[name]
+                run_cfg.seed = seed
+                run_cfg.data = OmegaConf.structured(data_cfgs[seed]) if cfg.get("resplit") else cfg.data
+                run_cfg.run_dir = str(out_dir / name / f"seed{seed}") if multi else str(out_dir / name)
+            log.info("training %s on %s (seed %d)", name, data.name, seed)
+            result = run_training(run_cfg, data=data)
+            truth = data.truth("test")[result.test_users]
+            per_user[name] = per_user_values(result.test_topk, truth, cfg.eval.ks)
+            set_metrics[name] = {k: v for k, v in result.metrics.items() if k.split("@")[0] not in PER_USER_METRICS}
+        table = leaderboard(per_user, set_metrics, BASELINES, cfg.report.test_metric)
+        title = f"{data.name}: {data.n_users} users, {data.n_items} items, seed {seed}"
+        seed_dir = ensure_writable_dir(out_dir / f"seed{seed}") if multi else out_dir
+        write_text_atomic(seed_dir / "leaderboard.csv", table.to_csv())
+        write_text_atomic(seed_dir / "leaderboard.md", to_markdown(table, cfg.report.metrics, cfg.report.test_metric, title))
+        if not multi:
+            plot(table, cfg.report.plot_metrics, out_dir / "leaderboard.png", title)
+            print((out_dir / "leaderboard.md").read_text())
+            return table
+        per_seed[seed], tables[seed] = per_user, table
+    summary = across_seeds(per_seed, tables, BASELINES, cfg.report.test_metric)
+    title = f"{data.name}: {data.n_users} users, {data.n_items} items, seeds {seeds}" + (f", tune={cfg.tune}" if cfg.get("tune") else "")
+    write_text_atomic(out_dir / "leaderboard.csv", summary.to_csv())
+    write_text_atomic(out_dir / "leaderboard.md", across_seeds_markdown(summary, cfg.report.test_metric, title))
+    plot(summary, [cfg.report.test_metric], out_dir / "leaderboard.png", title)
     print((out_dir / "leaderboard.md").read_text())
-    return table
+    return summary
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="compare", version_base="1.3")

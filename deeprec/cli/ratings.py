@@ -44,8 +44,9 @@ def check_override_keys(argv: list[str]) -> None:
     valid = sorted(f.name for f in dataclasses.fields(RatingsConfig))
     for arg in argv:
         key = arg.split("=", 1)[0].lstrip("+~")
-        if key.startswith("ratings.") and key.split(".", 1)[1] not in valid:
-            raise ConfigError(f"ratings: unknown key {key.split('.', 1)[1]!r}; valid keys: {valid}")
+        name = key.split(".")[1] if key.startswith("ratings.") else None  # ratings.spark.master: checked by SparkConfig
+        if name is not None and name not in valid:
+            raise ConfigError(f"ratings: unknown key {name!r}; valid keys: {valid}")
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="ratings_app", version_base="1.3")

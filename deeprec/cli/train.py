@@ -15,7 +15,7 @@ from pathlib import Path
 import hydra
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from deeprec.atomic import write_json_atomic, write_parquet_atomic, write_text_atomic
 from deeprec.cli.common import (
@@ -37,6 +37,12 @@ log = logging.getLogger("deeprec.train")
 
 
 @dataclass
+class CheckpointConfig:
+    every_n_epochs: int = 0  # write last.ckpt + best.ckpt every N epochs (0: not by count)
+    every_seconds: float = 120.0  # ... and when this long has passed since the last write (0: not by time)
+
+
+@dataclass
 class RunConfig:
     """The keys of train.yaml besides data / model / trainer (compare.yaml adds its own)."""
 
@@ -44,13 +50,19 @@ class RunConfig:
     seed: int = 0
     device: str | None = None  # cpu | cuda | cuda:N | auto; null: cuda when the trainer asks for a GPU
     resume: bool = False
+    tune: int = 0  # Optuna trials on the valid split before the run (deeprec.tuning)
+    tune_timeout: float | None = None  # seconds of tuning
     eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
 def validate_run(cfg: DictConfig) -> None:
     """Fail fast, in one line, on a bad seed / resume / eval value or a bad trainer section."""
     keys = {f.name for f in dataclasses.fields(RunConfig)}
-    validate_section({k: v for k, v in plain(cfg).items() if k in keys}, RunConfig, "config").eval.check()
+    run = validate_section({k: v for k, v in plain(cfg).items() if k in keys}, RunConfig, "config")
+    run.eval.check()
+    if run.checkpoint.every_n_epochs < 0 or run.checkpoint.every_seconds < 0:
+        raise ConfigError("checkpoint.every_n_epochs and checkpoint.every_seconds must not be negative")
     validate_section(cfg.trainer, TrainerConfig, "trainer")
     run_device(cfg)
 
@@ -81,66 +93,63 @@ def write_id_maps(data, run_dir: Path) -> None:
         write_parquet_atomic(pd.DataFrame({"index": range(len(ids)), "id": [str(i) for i in ids]}), out / f"{kind}.parquet")
 
 
-def make_trainer(cfg: DictConfig, data, run_dir: Path, logger):
-    """A Lightning Trainer with the shared evaluation callback, checkpoints and early stopping."""
-    import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+def monitored_metric(cfg: DictConfig, data) -> str | None:
+    """valid/<eval.monitor>, or None when the valid split has no user (nothing to monitor)."""
+    return f"valid/{cfg.eval.monitor}" if data.truth("valid").nnz else None
 
+
+def make_trainer(cfg: DictConfig, data, run_dir: Path, logger, extra_callbacks=()):
+    """A Lightning Trainer with the shared evaluation callback, early stopping on valid/<monitor>
+    (patience, min_delta) and deeprec's checkpoints (best weights in memory, few disk writes)."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    from deeprec.checkpointing import RunCheckpoints
     from deeprec.evaluation.callbacks import FullRankingEvaluation
 
     tcfg = validate_section(cfg.trainer, TrainerConfig, "trainer")
-    monitor = f"valid/{cfg.eval.monitor}"
-    has_valid = (data.frame["split"] == "valid").any()
-    callbacks = [
-        FullRankingEvaluation(data, ks=cfg.eval.ks, batch_size=cfg.eval.batch_size),
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="best",
-            monitor=monitor if has_valid else None,
-            mode="max",
-            save_top_k=1,
-            enable_version_counter=False,
-        ),
-        # Lightning's save_last only rewrites last.ckpt together with a new best; resume needs
-        # the latest epoch, so a second unmonitored checkpoint overwrites it every epoch.
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="last",
-            monitor=None,
-            save_top_k=1,
-            every_n_epochs=1,
-            enable_version_counter=False,
-        ),
-    ]
-    if has_valid and cfg.eval.patience:
-        callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=cfg.eval.patience))
+    monitor = monitored_metric(cfg, data)
+    callbacks = [FullRankingEvaluation(data, ks=cfg.eval.ks, batch_size=cfg.eval.batch_size), *extra_callbacks]
+    if monitor is not None and cfg.eval.patience:
+        callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=cfg.eval.patience, min_delta=cfg.eval.min_delta))
+    checkpoints = cfg.get("checkpoint") or {}
+    callbacks.append(RunCheckpoints(run_dir / "checkpoints", monitor, every_n_epochs=checkpoints.get("every_n_epochs", 0),
+                                    every_seconds=checkpoints.get("every_seconds", 120.0)))
     kwargs = {k: v for k, v in vars(tcfg).items() if v is not None}
     return pl.Trainer(
         default_root_dir=str(run_dir),
         logger=logger,
         callbacks=callbacks,
+        enable_checkpointing=False,  # RunCheckpoints writes best.ckpt and last.ckpt
         num_sanity_val_steps=0,
         enable_model_summary=False,
         **kwargs,
     )
 
 
-def fit_model(cfg: DictConfig, data, run_dir: Path, logger):
+def fit_model(cfg: DictConfig, data, run_dir: Path, logger, callbacks=()):
     """Build and fit cfg.model on data; returns the best model (a Trainer's is reloaded from its checkpoint)."""
-    from deeprec.checkpoint import load_recommender, save_checkpoint
+    from deeprec.checkpoint import save_checkpoint
 
     model = build_model(cfg.model, data, seed=cfg.seed)
     device = run_device(cfg)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     if model.uses_trainer:  # the Trainer places the model on its devices itself
-        trainer = make_trainer(cfg, data, run_dir, logger)
+        trainer = make_trainer(cfg, data, run_dir, logger, callbacks)
+        model.monitor = monitored_metric(cfg, data)  # what a plateau schedule follows
         resume_from = str(last) if cfg.resume and last.exists() else None
         if resume_from is not None:
             check_resume_matches(last, model)
-        model.fit(data, trainer=trainer, ckpt_path=resume_from)
-        best = ckpt_dir / "best.ckpt"
-        model, _ = load_recommender(best if best.exists() else last)
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        from deeprec.errors import TrainingInterrupted
+
+        try:
+            model.fit(data, trainer=trainer, ckpt_path=resume_from)  # leaves fit with the best weights
+        except SIGTERMException:
+            raise TrainingInterrupted(f"stopped by SIGTERM; {last} holds the last finished epoch: continue with resume=true") from None
+        model.cpu()
     else:
         model.to(device).fit(data)
         save_checkpoint(model, data, last)
@@ -175,8 +184,11 @@ def clear_previous_run(run_dir: Path) -> None:
     shutil.rmtree(events, ignore_errors=True)
 
 
-def run_training(cfg: DictConfig, data=None) -> TrainResult:
-    """The whole job; writes checkpoints, TensorBoard events and metrics.json into cfg.run_dir."""
+def run_training(cfg: DictConfig, data=None, callbacks=(), test: bool = True) -> TrainResult:
+    """The whole job; writes checkpoints, TensorBoard events and metrics.json into cfg.run_dir.
+
+    `callbacks`: extra Lightning callbacks (a tuning trial's pruner); test=false (a tuning trial)
+    evaluates the valid split only, so nothing chosen from it has seen the test split."""
     import pytorch_lightning as pl
     import torch
     from pytorch_lightning.loggers import TensorBoardLogger
@@ -196,7 +208,7 @@ def run_training(cfg: DictConfig, data=None) -> TrainResult:
     if data is None:
         data = load_data(data_cfg)
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
-    model = fit_model(cfg, data, run_dir, logger)
+    model = fit_model(cfg, data, run_dir, logger, callbacks)
     if rank_zero_only.rank != 0:
         # DDP worker processes end after fit: rank 0 alone evaluates and writes the run's files
         # (two ranks writing id_maps/ through the same temporary name made one of them crash).
@@ -205,6 +217,10 @@ def run_training(cfg: DictConfig, data=None) -> TrainResult:
     valid = {}
     if (data.frame["split"] == "valid").any():
         valid = evaluate_recommender(model, data, "valid", ks=cfg.eval.ks, batch_size=cfg.eval.batch_size)
+    if not test:
+        write_json_atomic(valid, run_dir / "valid_metrics.json")
+        logger.finalize("success")
+        return TrainResult({}, valid, model, data, np.zeros(0, np.int64), torch.zeros(0, 0, dtype=torch.int64))
     metrics, test_users, test_topk = evaluate_recommender(
         model, data, "test", ks=cfg.eval.ks, batch_size=cfg.eval.batch_size, return_topk=True
     )
@@ -231,8 +247,22 @@ def run_training(cfg: DictConfig, data=None) -> TrainResult:
 @hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
 @report_user_errors("deeprec-train")
 def main(cfg: DictConfig) -> float:
-    """Returns the validation metric (cfg.eval.monitor) so Optuna sweeps optimise on valid, not test."""
-    result = run_training(cfg)
+    """Returns the validation metric (cfg.eval.monitor) so Optuna sweeps optimise on valid, not test.
+    With tune=N, N trials on the valid split choose the model's values first (recorded in
+    run_dir/tuning/<model>.json and in config.yaml)."""
+    if cfg.get("tune"):
+        from deeprec.tuning import tune_model
+
+        validate_run(cfg)
+        model_kwargs(cfg.model)
+        run_dir = ensure_writable_dir(cfg.run_dir)
+        data = load_data(data_config(cfg.data))
+        chosen = tune_model(cfg, cfg.model.name, cfg.model, data, int(cfg.tune), cfg.get("tune_timeout"), run_dir)
+        with open_dict(cfg):
+            cfg.model = OmegaConf.merge(cfg.model, chosen)
+        result = run_training(cfg, data=data)
+    else:
+        result = run_training(cfg)
     return float(result.valid_metrics.get(cfg.eval.monitor, float("nan")))
 
 

@@ -155,3 +155,65 @@ def plot(table: pd.DataFrame, metrics: Sequence[str], path: Path, title: str) ->
     fig.tight_layout()
     write_bytes_atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
     plt.close(fig)
+
+
+def across_seeds(
+    per_seed: dict[int, dict[str, dict[str, np.ndarray]]],
+    tables: dict[int, pd.DataFrame],
+    baselines: Sequence[str],
+    test_metric: str,
+) -> pd.DataFrame:
+    """One row per model over several seeds: the mean of `test_metric` over seeds with a Student-t
+    interval over the seed means, each seed's mean, and the comparison with one reference (the
+    baseline with the best mean over seeds): a paired Wilcoxon test per seed on the per-user values,
+    Bonferroni-corrected over the models. `verdict` is better / worse only when every seed is
+    significant (p < 0.05) in the same direction; otherwise `not consistent`."""
+    seeds = sorted(per_seed)
+    models = list(tables[seeds[0]].index)
+    means = pd.DataFrame({seed: tables[seed][test_metric].reindex(models) for seed in seeds})
+    candidates = [m for m in baselines if m in means.index]
+    reference = means.loc[candidates].mean(axis=1).idxmax() if candidates else means.mean(axis=1).idxmax()
+    others = [m for m in models if m != reference]
+    p_per_seed, sign_per_seed = {}, {}
+    for seed in seeds:
+        ref = per_seed[seed][reference][test_metric]
+        raw = [paired_test(per_seed[seed][m][test_metric], ref) for m in others]
+        p_per_seed[seed] = pd.Series(bonferroni(raw), index=others, dtype=float)
+        sign_per_seed[seed] = pd.Series([np.sign(per_seed[seed][m][test_metric].mean() - ref.mean()) for m in others],
+                                        index=others)
+    rows = []
+    for model in models:
+        mean, lo, hi = mean_ci(means.loc[model].to_numpy(float))
+        row = {"model": model, test_metric: mean, f"{test_metric}_lo": lo, f"{test_metric}_hi": hi,
+               **{f"seed{seed}": means.loc[model, seed] for seed in seeds}, "vs": reference}
+        if model == reference:
+            row.update({"max_p_bonferroni": np.nan, "verdict": "(reference)"})
+        else:
+            p = np.array([p_per_seed[seed][model] for seed in seeds])
+            signs = {int(sign_per_seed[seed][model]) for seed in seeds}
+            consistent = bool((p < 0.05).all()) and len(signs) == 1 and 0 not in signs
+            verdict = ("better" if signs == {1} else "worse") if consistent else "not consistent"
+            row.update({"max_p_bonferroni": float(p.max()), "verdict": verdict})
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("model")
+    table["share_of_reference"] = table[test_metric] / table.loc[reference, test_metric]
+    return table.sort_values(test_metric, ascending=False)
+
+
+def across_seeds_markdown(table: pd.DataFrame, test_metric: str, title: str) -> str:
+    """The across-seed leaderboard as Markdown: mean [t-interval over seeds], the seeds, the verdict."""
+    seed_columns = [c for c in table.columns if c.startswith("seed")]
+    reference = table["vs"].iloc[0]
+    cells = pd.DataFrame({"model": table.index.astype(str)}, index=table.index)
+    interval = _fixed(table[test_metric]) + " [" + _fixed(table[f"{test_metric}_lo"]) + ", " + _fixed(table[f"{test_metric}_hi"]) + "]"
+    cells[f"{test_metric} over seeds [95% t]"] = interval
+    for column in seed_columns:
+        cells[column] = _fixed(table[column])
+    cells[f"÷ {reference}"] = (100 * table["share_of_reference"]).map("{:.0f}%".format)
+    p = table["max_p_bonferroni"].map(lambda v: "" if np.isnan(v) else f" (max p {v:.2g})")
+    cells[f"vs {reference} in every seed"] = table["verdict"] + p
+    lines = [f"### {title}", "", markdown_table(cells), "",
+             f"Mean over seeds with a 95% t-interval over the seed means. A difference from {reference} (the best "
+             "baseline over seeds) is called better / worse only when the paired Wilcoxon test on the per-user "
+             f"{test_metric}, Bonferroni-corrected over the models, gives p < 0.05 in every seed, in the same direction."]
+    return "\n".join(lines) + "\n"

@@ -25,32 +25,29 @@ from torch.utils.data import DataLoader
 from deeprec.atomic import write_parquet_atomic
 from deeprec.config import check_at_least, check_choice
 from deeprec.errors import ConfigError, DataError
-from deeprec.models.base import LightningRecommender, positions_loader
+from deeprec.models.base import DeepModelConfig, LightningRecommender, positions_loader, rating_weights
 from deeprec.online import set_entries
-from deeprec.recommender import ModelConfig
 
 VARIANTS = ("dae", "vae")
 HISTORY = ("history_indptr", "history_indices", "history_values")
 
 
 @dataclass
-class AutoencoderConfig(ModelConfig):
+class AutoencoderConfig(DeepModelConfig):
     name: str = "autoencoder"
     variant: str = "dae"  # dae (Mult-DAE) | vae (Mult-VAE)
     hidden_dims: list[int] = field(default_factory=lambda: [256])  # encoder widths (decoder mirrors)
     latent_dim: int = 64
     dropout: float = 0.5  # dropout on the (normalised) input row: the denoising corruption
-    lr: float = 0.001
-    weight_decay: float = 0.0
     batch_size: int = 128  # users per batch
     anneal_cap: float = 0.2  # VAE: the largest KL weight beta
     total_anneal_steps: int = 2000  # VAE: beta = min(anneal_cap, step / total_anneal_steps); 0: cap at once
     use_ratings: bool = False  # input row holds ratings instead of 1s
     embedding_batch_size: int = 1024  # users per chunk in user_embeddings()
     export_embeddings: bool = True  # write embeddings/ and the TensorBoard projector at the end of fit
-    num_workers: int = 0
 
     def check(self) -> "AutoencoderConfig":
+        super().check()
         check_choice(self.variant, VARIANTS, "model.variant")
         check_at_least(self, ("latent_dim", "batch_size", "embedding_batch_size"))
         if any(width < 1 for width in self.hidden_dims):
@@ -111,11 +108,23 @@ class AutoencoderRecommender(LightningRecommender):
         self.register_buffer("history_values", torch.zeros(0))
         self._observed_splits: tuple[str, ...] | None = None
         self._train_history: tuple[torch.Tensor, ...] | None = None
+        self._train_targets: tuple[torch.Tensor, ...] | None = None
 
     # -- histories ------------------------------------------------------------------------------
-    def history_tensors(self, data, splits) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(indptr [U+1], indices [nnz], values [nnz]) of the users' rows in `splits`."""
-        matrix = data.matrix(splits, binary=not self.config.use_ratings)
+    def history_tensors(self, data, splits, target: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(indptr [U+1], indices [nnz], values [nnz]) of the users' rows in `splits`: the input row
+        (1s, or ratings with use_ratings), or with `target` the loss weight of each item (the rating
+        weights; 1s without them). Interactions of weight 0 (zero_rating=negative) are in neither."""
+        rows = data.rows(splits)
+        ratings = rows["rating"].to_numpy(np.float32)
+        weights = rating_weights(ratings, self.config)
+        keep = weights > 0
+        values = weights if target else (ratings if self.config.use_ratings else np.ones(len(rows), np.float32))
+        matrix = sp.csr_matrix(
+            (values[keep], (rows["user"].to_numpy()[keep], rows["item"].to_numpy()[keep])),
+            shape=(self.n_users, self.n_items), dtype=np.float32,
+        )
+        matrix.sum_duplicates()
         matrix.sort_indices()
         return (
             torch.from_numpy(matrix.indptr.astype(np.int64)),
@@ -174,6 +183,7 @@ class AutoencoderRecommender(LightningRecommender):
         """Keep the train rows (training inputs) and make them the scoring history."""
         self.check_shape(data)
         self._train_history = self.history_tensors(data, ("train",))
+        self._train_targets = self.history_tensors(data, ("train",), target=True) if self.config.rating_weights else None
         self._observed_splits = None
         self.observe(data, ("train",))
 
@@ -237,9 +247,12 @@ class AutoencoderRecommender(LightningRecommender):
         (users,) = self.rows_of(batch)
         if self._train_history[0].device != users.device:
             self._train_history = tuple(t.to(users.device) for t in self._train_history)
+            if self._train_targets is not None:
+                self._train_targets = tuple(t.to(users.device) for t in self._train_targets)
         rows = dense_rows(users, *self._train_history, self.n_items)
+        targets = rows if self._train_targets is None else dense_rows(users, *self._train_targets, self.n_items)
         logits, mean, log_var = self(rows)
-        nll = -(F.log_softmax(logits.float(), dim=1) * rows).sum(1).mean()
+        nll = -(F.log_softmax(logits.float(), dim=1) * targets).sum(1).mean()
         loss = nll
         if log_var is not None:
             kl = 0.5 * (log_var.exp() + mean.pow(2) - 1.0 - log_var).sum(1).mean()
@@ -249,9 +262,6 @@ class AutoencoderRecommender(LightningRecommender):
             self.log("train/beta", beta, on_step=False, on_epoch=True, batch_size=len(users))
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(users))
         return loss
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
 
     # -- embeddings -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -295,19 +305,12 @@ class AutoencoderRecommender(LightningRecommender):
         return out
 
     def on_fit_end(self) -> None:
-        """Export the embeddings of the best checkpoint (else of the last weights) into the run."""
-        from deeprec.checkpoint import load_recommender
-
+        """Export the embeddings into the run. deeprec's checkpoint callback has already loaded the
+        best epoch's weights into this module (its on_fit_end runs first), so nothing is read back."""
         trainer = self.trainer
         logger = trainer.logger
         if not self.config.export_embeddings or logger is None or getattr(logger, "log_dir", None) is None:
             return
         if not trainer.is_global_zero:
             return
-        model = self
-        callback = trainer.checkpoint_callback
-        best = getattr(callback, "best_model_path", "") if callback is not None else ""
-        if best and Path(best).is_file():
-            model, _ = load_recommender(best)
-            model._ckpt_meta = self._ckpt_meta
-        model.export_embeddings(trainer.default_root_dir, log_dir=logger.log_dir, global_step=trainer.global_step)
+        self.export_embeddings(trainer.default_root_dir, log_dir=logger.log_dir, global_step=trainer.global_step)

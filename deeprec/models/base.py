@@ -18,14 +18,69 @@ disjoint rows.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from deeprec.errors import DataError
-from deeprec.recommender import Recommender
+from deeprec.config import check_choice
+from deeprec.errors import ConfigError, DataError
+from deeprec.recommender import ModelConfig, Recommender
+
+LR_SCHEDULES = ("none", "plateau")
+ZERO_RATINGS = ("weak", "negative")
+
+
+@dataclass
+class DeepModelConfig(ModelConfig):
+    """What every deep model's config shares: the optimiser, its schedule and the rating weights.
+
+    Rating weights (`rating_weights: true`): a training interaction's loss is weighted by
+    rating / (mean rating of the positive train ratings), so the mean weight of the positives is 1.
+    A rating of 0 (the step penalty's, a fracComp of 0) follows `zero_rating`: `weak` keeps it as a
+    positive of weight `zero_weight`; `negative` makes it no positive at all (weight 0: it is no
+    target, no input of the autoencoder, and NCF may draw it as a negative).
+    """
+
+    lr: float = 0.001
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    lr_schedule: str = "none"  # none | plateau: lr x lr_decay after lr_patience epochs without a better valid metric
+    lr_decay: float = 0.3
+    lr_patience: int = 2
+    rating_weights: bool = False  # weight each training interaction's loss by its rating (see zero_rating)
+    zero_rating: str = "weak"  # weak (a positive of weight zero_weight) | negative (not a positive)
+    zero_weight: float = 0.1
+    num_workers: int = 0
+
+    def check(self) -> "DeepModelConfig":
+        check_choice(self.lr_schedule, LR_SCHEDULES, "model.lr_schedule")
+        check_choice(self.zero_rating, ZERO_RATINGS, "model.zero_rating")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ConfigError(f"model.lr={self.lr} must be positive and model.weight_decay={self.weight_decay} not negative")
+        if not 0.0 < self.lr_decay < 1.0 or self.lr_patience < 0:
+            raise ConfigError(f"model.lr_decay={self.lr_decay} must be within (0, 1) and model.lr_patience={self.lr_patience} >= 0")
+        if not 0.0 <= self.zero_weight <= 1.0:
+            raise ConfigError(f"model.zero_weight={self.zero_weight} must be within [0, 1]")
+        if self.batch_size < 1:
+            raise ConfigError(f"model.batch_size={self.batch_size} must be at least 1")
+        return self
+
+
+def rating_weights(ratings: np.ndarray, cfg: DeepModelConfig) -> np.ndarray:
+    """Loss weights [N] float32 of training interactions with `ratings` [N] (DeepModelConfig's rule):
+    all 1 without rating_weights; else rating / mean positive rating, a 0 rating zero_weight (weak)
+    or 0 (negative). Ratings are never negative (the loaders reject them)."""
+    ratings = np.asarray(ratings, np.float32)
+    if not cfg.rating_weights:
+        return np.ones(len(ratings), np.float32)
+    positive = ratings > 0
+    scale = float(ratings[positive].mean()) if positive.any() else 1.0
+    zero = cfg.zero_weight if cfg.zero_rating == "weak" else 0.0
+    return np.where(positive, ratings / scale, zero).astype(np.float32)
 
 
 def positions_loader(n_rows: int, batch_size: int, num_workers: int = 0) -> DataLoader:
@@ -103,6 +158,19 @@ class LightningRecommender(pl.LightningModule, Recommender):
         if order is None or len(order) != len(self.training_rows[0]):
             order = torch.arange(len(self.training_rows[0]), device=self.device)
         return tuple(t[order[positions.to(self.device)]] for t in self.training_rows)
+
+    #: the metric a plateau schedule follows (set by deeprec-train to valid/<eval.monitor>; None: no valid split)
+    monitor: str | None = None
+
+    def configure_optimizers(self):
+        """Adam (lr, weight_decay) and, with lr_schedule=plateau and a validation metric, lr x lr_decay
+        after lr_patience epochs without improvement (its state is in every checkpoint: exact resume)."""
+        cfg = self.config
+        optimizer = torch.optim.Adam(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.lr_schedule != "plateau" or self.monitor is None:
+            return optimizer
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.lr_decay, patience=cfg.lr_patience)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": self.monitor, "interval": "epoch"}}
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs

@@ -20,23 +20,22 @@ from torch.utils.data import DataLoader
 
 from deeprec.config import check_at_least, check_choice
 from deeprec.errors import ConfigError, DataError
-from deeprec.models.base import LightningRecommender, positions_loader
-from deeprec.models.sequence import SAMPLERS, HistoryBuffers, ItemContent, ordered_events, sample_items
-from deeprec.recommender import ModelConfig
+from deeprec.models.base import DeepModelConfig, LightningRecommender, positions_loader, rating_weights
+from deeprec.models.sequence import SAMPLERS, HistoryBuffers, ItemContent, ordered_events, sample_items, training_windows
 
 LOSSES = ("full", "sampled")
 TIME_FEATURES = ("none", "log", "bucket")
 
 
 @dataclass
-class LSTMConfig(ModelConfig):
+class LSTMConfig(DeepModelConfig):
     name: str = "lstm"
     embedding_dim: int = 64
     hidden_dim: int = 64
     num_layers: int = 1
-    dropout: float = 0.1
+    dropout: float = 0.5
     max_len: int = 50  # events of history the LSTM reads (training windows and scoring)
-    window_stride: int = 25  # training windows overlap by max_len - window_stride events of context
+    window_stride: int = 0  # training windows step back by this many events (0: max_len, disjoint windows)
     use_features: bool = True  # add a projection of data.item_features when the data has them
     time_features: str = "bucket"  # none | log (continuous log gap) | bucket (embedded log2 bucket)
     time_unit_seconds: float = 60.0  # gap g -> log2(1 + g / unit)
@@ -45,48 +44,19 @@ class LSTMConfig(ModelConfig):
     loss: str = "full"  # full softmax | sampled softmax (large catalogues)
     n_negatives: int = 256  # shared sampled-softmax negatives per batch
     negative_sampler: str = "log_uniform"  # log_uniform over popularity rank | uniform
-    lr: float = 0.003
-    weight_decay: float = 0.0
+    lr: float = 0.001
     batch_size: int = 128
-    num_workers: int = 0
 
     def check(self) -> "LSTMConfig":
+        super().check()
         check_choice(self.loss, LOSSES, "model.loss")
         check_choice(self.negative_sampler, SAMPLERS, "model.negative_sampler")
         check_choice(self.time_features, TIME_FEATURES, "model.time_features")
-        check_at_least(self, ("embedding_dim", "hidden_dim", "num_layers", "max_len", "window_stride", "batch_size",
-                              "n_time_buckets"))
+        check_at_least(self, ("embedding_dim", "hidden_dim", "num_layers", "max_len", "batch_size", "n_time_buckets"))
+        check_at_least(self, ("window_stride",), minimum=0)
         if self.window_stride > self.max_len:
             raise ConfigError(f"model.window_stride={self.window_stride} must not exceed model.max_len={self.max_len}")
         return self
-
-
-def training_windows(items, gaps, starts, max_len: int, stride: int):
-    """Every next-item target of every sequence, as overlapping right-padded windows.
-
-    Returns (inputs [W, L] item, input gaps [W, L], targets [W, L], loss mask [W, L] bool). Window
-    ends step back from each sequence's end by `stride`; a window's loss covers only its last
-    `stride` targets, so each target counts exactly once with at least max_len - stride events
-    of context (or its whole history).
-    """
-    n = np.diff(starts)
-    n_windows = np.where(n >= 2, -(-(n - 1) // stride), 0)
-    owner = np.repeat(np.arange(len(n)), n_windows)
-    k = np.arange(n_windows.sum()) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
-    end = n[owner] - 1 - k * stride  # local position of the window's last target
-    begin = np.maximum(end - max_len, 0)  # local position of its first input
-    cols = np.arange(max_len)[None, :]
-    local_input = begin[:, None] + cols
-    valid = local_input < end[:, None]
-    global_input = np.clip(starts[owner][:, None] + local_input, 0, max(len(items) - 1, 0))
-    global_target = np.clip(global_input + 1, 0, max(len(items) - 1, 0))
-    in_loss = valid & (local_input + 1 > (end - stride)[:, None])
-    return (
-        np.where(valid, items[global_input], -1),
-        np.where(valid, gaps[global_input], 0.0).astype(np.float32),
-        np.where(valid, items[global_target], -1),
-        in_loss,
-    )
 
 
 class LSTMRecommender(HistoryBuffers, ItemContent, LightningRecommender):
@@ -123,13 +93,16 @@ class LSTMRecommender(HistoryBuffers, ItemContent, LightningRecommender):
         self.rebuild_history(data, "train")
 
     def train_dataloader_for(self, data) -> DataLoader:
-        items, gaps, _, starts, _ = ordered_events(data, "train")
-        inputs, input_gaps, targets, in_loss = training_windows(items, gaps, starts, self.config.max_len, self.config.window_stride)
-        if not in_loss.any():
+        events = ordered_events(data, "train")
+        stride = self.config.window_stride or self.config.max_len
+        inputs, input_gaps, targets, weights = training_windows(
+            events.items, events.gaps, events.starts, self.config.max_len, stride, rating_weights(events.ratings, self.config)
+        )
+        if not (weights > 0).any():
             raise DataError(f"{data.name}: no user has two train events, so there is no next item to learn")
         inputs = np.where(inputs < 0, self.n_items, inputs)
         self.training_rows = (
-            torch.from_numpy(inputs), torch.from_numpy(input_gaps), torch.from_numpy(targets), torch.from_numpy(in_loss)
+            torch.from_numpy(inputs), torch.from_numpy(input_gaps), torch.from_numpy(targets), torch.from_numpy(weights)
         )
         return positions_loader(len(inputs), self.config.batch_size, self.config.num_workers)
 
@@ -179,10 +152,10 @@ class LSTMRecommender(HistoryBuffers, ItemContent, LightningRecommender):
 
     # -- training ---------------------------------------------------------------------------
     def next_item_loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of targets [N] given item-space states hidden [N, d]: full or sampled softmax."""
+        """Cross-entropy [N] of targets [N] given item-space states hidden [N, d]: full or sampled softmax."""
         vectors = self.output_vectors()
         if self.config.loss == "full":
-            return F.cross_entropy(hidden @ vectors.T + self.output_bias, targets)
+            return F.cross_entropy(hidden @ vectors.T + self.output_bias, targets, reduction="none")
         negatives = sample_items(self.config.negative_sampler, self.items_by_rank, (self.config.n_negatives,))
         log_k = math.log(self.config.n_negatives)
         if self.config.negative_sampler == "uniform":
@@ -196,14 +169,16 @@ class LSTMRecommender(HistoryBuffers, ItemContent, LightningRecommender):
             neg = neg - q_neg - log_k
         neg = neg.masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), -torch.inf)
         logits = torch.cat([pos.unsqueeze(1), neg], 1)
-        return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.int64, device=logits.device))
+        return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.int64, device=logits.device), reduction="none")
 
     def training_step(self, batch, batch_idx):
-        inputs, gaps, targets, in_loss = self.rows_of(batch)
+        """Every position of each window is a target (padding and weight-0 targets are not), its
+        cross-entropy weighted by the target's rating weight."""
+        inputs, gaps, targets, weights = self.rows_of(batch)
+        width = max(int((inputs != self.n_items).sum(1).max()), 1)
+        inputs, gaps, targets, weights = inputs[:, :width], gaps[:, :width], targets[:, :width], weights[:, :width]
+        in_loss = weights > 0
         hidden = self.encode(inputs, gaps)[in_loss]
-        loss = self.next_item_loss(hidden, targets[in_loss])
+        loss = (self.next_item_loss(hidden, targets[in_loss]) * weights[in_loss]).mean()
         self.log("train/loss", loss, prog_bar=False, on_step=False, on_epoch=True, batch_size=int(in_loss.sum()))
         return loss
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)

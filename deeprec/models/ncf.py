@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytorch_lightning as pl
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,34 +21,30 @@ from torch.utils.data import DataLoader
 
 from deeprec.config import check_at_least, check_choice
 from deeprec.errors import ConfigError, DataError
-from deeprec.models.base import LightningRecommender, positions_loader
-from deeprec.recommender import ModelConfig
+from deeprec.models.base import DeepModelConfig, LightningRecommender, positions_loader, rating_weights
 
 VARIANTS = ("gmf", "mlp", "neumf")
 LOSSES = ("bce", "bpr")
 
 
 @dataclass
-class NCFConfig(ModelConfig):
+class NCFConfig(DeepModelConfig):
     name: str = "ncf"
     variant: str = "neumf"  # gmf | mlp | neumf
     gmf_dim: int = 32  # GMF user/item embedding size
     mlp_dim: int = 32  # MLP user/item embedding size (the MLP reads their concatenation)
     mlp_layers: list[int] = field(default_factory=lambda: [64, 32, 16])  # hidden widths, ReLU
     dropout: float = 0.0  # on every MLP hidden layer
-    lr: float = 0.001
-    weight_decay: float = 0.0
     batch_size: int = 1024  # positives per batch (each with num_negatives negatives)
-    loss: str = "bce"  # bce (pointwise) | bpr (pairwise, each positive vs each of its negatives)
-    num_negatives: int = 4
-    rating_weights: bool = False  # weight each positive's loss by rating / mean train rating
+    loss: str = "bpr"  # bce (pointwise) | bpr (pairwise, each positive vs each of its negatives)
+    num_negatives: int = 8
     pretrain: bool = False  # neumf only: initialise from a GMF and an MLP trained pretrain_epochs each
     pretrain_epochs: int = 5
     pretrain_alpha: float = 0.5  # NeuMF output = alpha * GMF output layer ++ (1 - alpha) * MLP's
     score_memory_mb: int = 0  # bound on the [users, items, mlp width] activations in score(); 0 = auto
-    num_workers: int = 0
 
     def check(self) -> "NCFConfig":
+        super().check()
         check_choice(self.variant, VARIANTS, "model.variant")
         check_choice(self.loss, LOSSES, "model.loss")
         check_at_least(self, ("gmf_dim", "mlp_dim", "batch_size", "num_negatives"))
@@ -129,32 +126,29 @@ class NCF(LightningRecommender):
 
     # -- data -------------------------------------------------------------------------------
     def prepare(self, data) -> None:
-        """Keep the train positives (CSR) for negative sampling."""
+        """Keep the train positives (user, item, rating weight) and their CSR keys for negative sampling.
+
+        With rating_weights and zero_rating=negative, 0-rated interactions are no positives: they are
+        left out of the rows and out of the keys, so they can be drawn as negatives."""
         self.check_shape(data)
-        train = data.matrix("train", binary=True)
-        if train.nnz == 0:
-            raise DataError(f"{data.name}: the train split is empty; ncf needs train interactions")
-        train.sort_indices()
-        self._indptr = torch.from_numpy(train.indptr.astype(np.int64))
-        indices = torch.from_numpy(train.indices.astype(np.int64))
-        self._keys = negative_sampling_keys(self._indptr, indices, self.n_items)
+        train = data.rows("train")
+        weights = rating_weights(train["rating"].to_numpy(np.float32), self.config)
+        keep = weights > 0
+        users, items = train["user"].to_numpy(np.int64)[keep], train["item"].to_numpy(np.int64)[keep]
+        order = np.lexsort((items, users))  # by user, then item: the order does not depend on the file's
+        users, items, weights = users[order], items[order], weights[keep][order]
+        if len(users) == 0:
+            raise DataError(f"{data.name}: the train split has no positive interactions; ncf needs some")
+        positives = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(self.n_users, self.n_items))
+        positives.sum_duplicates()
+        positives.sort_indices()
+        self._indptr = torch.from_numpy(positives.indptr.astype(np.int64))
+        self._keys = negative_sampling_keys(self._indptr, torch.from_numpy(positives.indices.astype(np.int64)), self.n_items)
+        self.training_rows = (torch.from_numpy(users), torch.from_numpy(items), torch.from_numpy(weights))
 
     def train_dataloader_for(self, data) -> DataLoader:
         """Positions into the train positives (user, item, weight), read in a per-epoch order."""
-        rated = data.matrix("train")
-        present = data.matrix("train", binary=True)
-        users, items = present.nonzero()
-        rating = np.asarray(rated[users, items]).ravel().astype(np.float32)
-        if self.config.rating_weights:
-            if (rating <= 0).any():
-                raise DataError(f"{data.name}: rating_weights needs positive train ratings; found {rating.min()}")
-            weights = rating / rating.mean()
-        else:
-            weights = np.ones(len(users), np.float32)
-        self.training_rows = (
-            torch.from_numpy(users.astype(np.int64)), torch.from_numpy(items.astype(np.int64)), torch.from_numpy(weights)
-        )
-        return positions_loader(len(users), self.config.batch_size, self.config.num_workers)
+        return positions_loader(len(self.training_rows[0]), self.config.batch_size, self.config.num_workers)
 
     # -- network ----------------------------------------------------------------------------
     def mlp_tower(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -254,9 +248,6 @@ class NCF(LightningRecommender):
             loss = (weights[:, None] * -F.logsigmoid(pos - neg)).mean()
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(users))
         return loss
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
 
     # -- NeuMF pre-training -------------------------------------------------------------------
     def fit(self, data, trainer: pl.Trainer | None = None, ckpt_path: str | None = None) -> "NCF":

@@ -9,6 +9,7 @@ their settings as arguments, so a model composes them without them reading its c
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -21,8 +22,21 @@ SAMPLERS = ("log_uniform", "uniform")
 
 
 # -- event histories -----------------------------------------------------------------------------
-def ordered_events(data, splits) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(items [N], gaps [N] seconds, times [N], starts [U+1], users [N]) sorted by user then time.
+class Events(NamedTuple):
+    """Events of every user, sorted by user then time: items, gaps (seconds since the user's previous
+    event), times (epoch seconds), ratings [N]; starts [U+1] (user u's events are starts[u]:starts[u+1]);
+    users [N]."""
+
+    items: np.ndarray
+    gaps: np.ndarray
+    times: np.ndarray
+    starts: np.ndarray
+    users: np.ndarray
+    ratings: np.ndarray
+
+
+def ordered_events(data, splits) -> Events:
+    """The events of `splits` sorted by user then time.
 
     The order is that of InteractionData.sequences (input order breaks ties); a user's first event
     and events without timestamps get a gap of 0.
@@ -37,7 +51,35 @@ def ordered_events(data, splits) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
         gaps[1:] = np.where(same_user, times[1:] - times[:-1], 0.0)
     gaps = np.nan_to_num(np.clip(gaps, 0.0, None), nan=0.0).astype(np.float32)
     starts = np.searchsorted(users, np.arange(data.n_users + 1))
-    return items, gaps, times, starts, users
+    return Events(items, gaps, times, starts, users, rows["rating"].to_numpy(np.float32))
+
+
+def training_windows(items, gaps, starts, max_len: int, stride: int, weights=None):
+    """Next-item training windows of every sequence, every position a target (SASRec-style).
+
+    Returns (inputs [W, L] item, input gaps [W, L], targets [W, L], target weights [W, L] float32:
+    0 on padding). Window ends step back from each sequence's end by `stride`; with
+    stride = max_len the windows are disjoint and each target counts once, a smaller stride repeats
+    targets with more context. `weights` [N]: the loss weight of each event as a target (default 1).
+    """
+    n = np.diff(starts)
+    n_windows = np.where(n >= 2, -(-(n - 1) // stride), 0)
+    owner = np.repeat(np.arange(len(n)), n_windows)
+    k = np.arange(n_windows.sum()) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
+    end = n[owner] - 1 - k * stride  # local position of the window's last target
+    begin = np.maximum(end - max_len, 0)  # local position of its first input
+    cols = np.arange(max_len)[None, :]
+    local_input = begin[:, None] + cols
+    valid = local_input < end[:, None]
+    global_input = np.clip(starts[owner][:, None] + local_input, 0, max(len(items) - 1, 0))
+    global_target = np.clip(global_input + 1, 0, max(len(items) - 1, 0))
+    weights = np.ones(len(items), np.float32) if weights is None else np.asarray(weights, np.float32)
+    return (
+        np.where(valid, items[global_input], -1),
+        np.where(valid, gaps[global_input], 0.0).astype(np.float32),
+        np.where(valid, items[global_target], -1),
+        np.where(valid, weights[global_target] if len(items) else 0.0, 0.0).astype(np.float32),
+    )
 
 
 def last_events(values: np.ndarray, starts: np.ndarray, max_len: int, pad) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +155,7 @@ class HistoryBuffers:
         splits = (splits,) if isinstance(splits, str) else tuple(splits)
         if splits == self._observed_splits:
             return
-        items, gaps, times, starts, _ = ordered_events(data, splits)
+        items, gaps, times, starts, *_ = ordered_events(data, splits)
         max_len = self.history_items.shape[1]
         item_matrix, lengths = last_events(items, starts, max_len, self.pad_item)
         gap_matrix, _ = last_events(gaps, starts, max_len, 0.0)

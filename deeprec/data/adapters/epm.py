@@ -46,6 +46,7 @@ class EpmDataConfig:
     view_activities: str | None = "^(Study|Deeds|TextEditor|Diagram|FSM|Fsm|Properties)"  # regex; null: ratings.view_events
     timezone: str = "Europe/Rome"  # the lab's local time of start_time / end_time
     valid_share: float = 0.1  # share of each user's train courses (the latest) moved to valid
+    engine: str = "pandas"  # the ratings engine: pandas | spark (data.engine=spark sets data.ratings.engine)
     ratings: RatingsConfig = field(default_factory=_epm_ratings)
 
 

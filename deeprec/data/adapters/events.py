@@ -23,6 +23,7 @@ class EventsDataConfig:
     name: str = "events"
     path: str = "???"
     valid_share: float = 0.1  # share of each user's train courses (the latest) moved to valid
+    engine: str = "pandas"  # the ratings engine: pandas | spark (data.engine=spark sets data.ratings.engine)
     ratings: RatingsConfig = field(default_factory=RatingsConfig)
 
 

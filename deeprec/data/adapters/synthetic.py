@@ -28,6 +28,7 @@ class SyntheticDataConfig:
     valid_share: float = 0.1  # share of each user's train courses (the latest) moved to valid
     use_catalogue: bool = True  # lessons_in(c) from the generator's catalogue (SPEC 1.5), unless ratings.catalogue is set
     generator: SyntheticConfig = field(default_factory=SyntheticConfig)
+    engine: str = "pandas"  # the ratings engine: pandas | spark (data.engine=spark sets data.ratings.engine)
     ratings: RatingsConfig = field(default_factory=RatingsConfig)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Dict
 
 from deeprec.config import check_choice
 from deeprec.errors import ConfigError
@@ -11,7 +12,20 @@ DEFAULT_URL_PATTERN = r"^/?(?P<course>[^/?#]+/[^/?#]+)/(?P<lesson>[^/?#]+)"
 THRESHOLDS = ("per_user", "global")
 PENALTIES = ("quadratic", "linear", "log", "sqrt", "step")
 TIMESTAMP_UNITS = ("auto", "s", "ms")
-ENGINES = ("pandas",)
+ENGINES = ("pandas", "spark")
+
+
+@dataclass
+class SparkConfig:
+    """ratings.engine=spark: where and how Spark runs (deeprec/data/ratings/spark_engine.py)."""
+
+    master: str = "local[*]"  # any Spark master URL; under spark-submit or on Databricks the session's own is used
+    app_name: str = "deeprec-ratings"
+    driver_memory: str = "4g"  # local mode: the one JVM that holds the driver and the executors
+    shuffle_partitions: int = 0  # spark.sql.shuffle.partitions; 0 = Spark's own setting (adaptive execution merges small ones)
+    scratch_dir: str | None = None  # where Spark writes the output tables before they are merged; a shared folder on a cluster
+    log_level: str = "ERROR"  # Spark's log4j level for a session deeprec starts
+    conf: Dict[str, str] = field(default_factory=dict)  # any other Spark setting, e.g. {spark.executor.memory: 8g}
 
 
 @dataclass
@@ -30,7 +44,8 @@ class RatingsConfig:
     penalty: str = "sqrt"
     train_share: float = 0.7
     catalogue: str | None = None  # optional table course_id, n_lessons (CSV or Parquet)
-    engine: str = "pandas"  # chosen by measurement, see scripts/bench_ratings.py
+    engine: str = "pandas"  # pandas (embedded, chosen by measurement: scripts/bench_ratings.py) | spark (pip install ".[spark]")
+    spark: SparkConfig = field(default_factory=SparkConfig)  # used by engine=spark only
     n_partitions: int = 0  # out-of-core: user-hash partitions; 0 = about batch_rows events each
     batch_rows: int = 2_000_000  # out-of-core: rows read at a time and events per partition (bounds peak memory)
     memory_budget_mb: int = 300  # inputs estimated above this go out-of-core in deeprec-ratings
@@ -64,6 +79,10 @@ class RatingsConfig:
         for key in ("min_lesson_seconds", "min_sessions", "min_courses", "n_partitions"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"ratings.{key}={getattr(self, key)} must be >= 0")
+        if self.spark.shuffle_partitions < 0:
+            raise ConfigError(f"ratings.spark.shuffle_partitions={self.spark.shuffle_partitions} must be >= 0 (0 = Spark's own setting)")
+        if not str(self.spark.master).strip():
+            raise ConfigError("ratings.spark.master is empty; give a Spark master URL such as local[*] or spark://host:7077")
         if self.max_courses is not None and self.max_courses < 1:
             raise ConfigError(f"ratings.max_courses={self.max_courses} must be >= 1 or null (no limit)")
         return self

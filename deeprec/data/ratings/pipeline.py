@@ -122,6 +122,10 @@ def rate_events(events: pd.DataFrame, cfg: RatingsConfig | None = None, source: 
     cfg = (cfg or RatingsConfig()).check()
     if len(events) == 0:
         raise DataError(f"{source}: no rows (a header but no events)")
+    if cfg.engine == "spark":
+        from deeprec.data.ratings.spark_engine import rate_events_spark
+
+        return rate_events_spark(events, cfg, source)
     validated = validate_events(events, cfg, source)
     return _finish(aggregate_events(validated, cfg), validated.rejects, validated.rows_in, cfg, source)
 
@@ -294,10 +298,15 @@ def input_megabytes(path: str | Path) -> float:
 
 def rate_log(path: str | Path, cfg: RatingsConfig | None = None, out_of_core: bool | None = None) -> RatingsResult:
     """Rate the log at `path`: in memory, or out-of-core when it is estimated above cfg.memory_budget_mb
-    (then lesson_durations and rejects stay on disk until write_outputs copies them)."""
+    (then lesson_durations and rejects stay on disk until write_outputs copies them); cfg.engine=spark
+    runs it on Apache Spark instead (spark_engine.py; the same result)."""
     from deeprec.data.ratings.io import read_events
 
     cfg = (cfg or RatingsConfig()).check()
+    if cfg.engine == "spark":  # Spark's own partitioning: out_of_core does not apply
+        from deeprec.data.ratings.spark_engine import rate_log_spark
+
+        return rate_log_spark(path, cfg)
     if out_of_core is None:
         out_of_core = input_megabytes(path) > cfg.memory_budget_mb
     if out_of_core:
