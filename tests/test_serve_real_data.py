@@ -105,3 +105,55 @@ def test_coursera_personalised_exploration_follows_the_watched_videos(shared_dat
         # alpha_s = ability_s x attention S_s over the watched videos (SPEC 2.4), now with the new ones
         expected = served.ability[user] * attention(served.watched, served.dif.numpy(), np.array([user]))[0]
         np.testing.assert_allclose(served.exploration(torch.tensor([user]))[0].numpy(), expected, rtol=1e-6)
+
+
+def test_coursera_served_log_exports_to_deeprec_train_and_ips(shared_data, tmp_path, monkeypatch, capsys):
+    """The loop on Coursera: epsilon-greedy lists for held-out learners, each learner plays the first listed
+    video with its held-out fracComp as the reward (0 when unwatched); the exported log trains a model and
+    gives IPS the logged propensities (checked against numpy on the exported table)."""
+    import pandas as pd
+
+    from deeprec.bandits.offpolicy import ips
+    from deeprec.serving.export import export_log
+    from inprocess_cli import run_cli
+
+    data, _ = coursera_linucb(shared_data, tmp_path / "linucb.ckpt", dtype="float64")
+    test = data.rows("test")
+    reward_of = {(int(u), int(i)): float(r) for u, i, r in zip(test["user"], test["item"], test["rating"])}
+    users = test["user"].drop_duplicates().to_numpy()[:150]
+    index = {item: n for n, item in enumerate(data.item_ids)}
+    epsilon = 0.3
+    with app_client(tmp_path / "linucb.ckpt", tmp_path / "state", exploration={"epsilon": epsilon, "seed": 1}) as (client, _):
+        for n, user in enumerate(users):
+            answer = client.post("/recommend", json={"user_id": data.user_ids[user], "k": 5}).json()
+            played = answer["items"][0]["item_id"]
+            reward = reward_of.get((int(user), index[played]), 0.0)
+            ack = client.post("/feedback", json=event(f"c{n}", data.user_ids[user], played, reward, 1.7e9 + n,
+                                                      decision_id=answer["decision_id"])).json()
+            assert ack["accepted"] == 1
+    summary = export_log(tmp_path / "state", tmp_path / "export")
+    events = pd.read_parquet(tmp_path / "export" / "events.parquet")
+    decisions = pd.read_parquet(tmp_path / "export" / "decisions.parquet")
+    assert summary["events"] == len(users) == summary["events_with_decision"] and len(decisions) == 5 * len(users)
+    assert (events["rank"] == 1).all()
+    first = decisions[decisions["rank"] == 1].set_index("decision_id")
+    np.testing.assert_allclose(events["propensity"], first.loc[events["decision_id"], "propensity"].to_numpy())
+    # slot 1's propensity: (1 - eps) + eps / m when the greedy item was kept, eps / m when explored,
+    # with m the eligible (unseen) videos: more than the catalogue minus any learner's history
+    m_low = data.n_items - int(np.diff(data.matrix(("train", "valid", "test"), binary=True).indptr).max())
+    p = events["propensity"].to_numpy()
+    greedy = p > 0.5
+    assert np.all((p[greedy] >= 1 - epsilon) & (p[greedy] <= 1 - epsilon + epsilon / m_low))
+    assert np.all((p[~greedy] > 0) & (p[~greedy] <= epsilon / m_low)) and 0 < (~greedy).sum() < len(p)
+    # IPS of "always the most played video" from the exported table, by numpy and by deeprec.bandits.offpolicy
+    target = events["item_id"].value_counts().index[0]
+    hit = (events["item_id"] == target).to_numpy()
+    expected = float(np.mean(events["rating"].to_numpy() * hit / p))
+    logged = torch.tensor(events["item_id"].map(index).to_numpy())
+    value = ips(torch.tensor(events["rating"].to_numpy()), logged, torch.full_like(logged, index[target]),
+                torch.tensor(p))
+    assert float(value) == pytest.approx(expected, rel=1e-9)
+    code, err = run_cli("deeprec.cli.train", ["data=interactions", f"data.path={tmp_path / 'export' / 'events.parquet'}",
+                                              "model=pop", f"run_dir={tmp_path / 'run'}"], monkeypatch, capsys)
+    assert code == 0, err
+    assert (tmp_path / "run" / "metrics.json").is_file()
