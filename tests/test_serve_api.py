@@ -297,7 +297,7 @@ def test_export_feeds_deeprec_train_and_off_policy_estimators(linucb_ckpt, tmp_p
     assert (tmp_path / "run" / "metrics.json").is_file()
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "mine.txt").write_text("not deeprec's")
-    with pytest.raises(Exception, match="not an earlier deeprec-serve export"):
+    with pytest.raises(Exception, match="holds files deeprec did not create"):
         export_log(tmp_path / "s", tmp_path / "other")
     assert (tmp_path / "other" / "mine.txt").read_text() == "not deeprec's"
     export_log(tmp_path / "s", tmp_path / "export")  # an earlier export is refreshed

@@ -8,7 +8,7 @@ import pytest
 
 from deeprec.serving.wal import EventLog
 from inprocess_cli import run_cli
-from serving_helpers import linucb_checkpoint
+from serving_helpers import app_client, event, linucb_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_a_busy_port_and_a_held_state_dir_are_refused(ckpt, tmp_path, monkeypatc
         code, err = serve([f"ckpt={ckpt}", f"state_dir={tmp_path / 'held'}", "port=0"], monkeypatch, capsys)
     finally:
         held.close()
-    assert code == 2 and "in use by another deeprec-serve process" in err
+    assert code == 2 and "is in use by another deeprec run (command deeprec-serve" in err
 
 
 def test_a_state_dir_of_another_checkpoint_is_refused(ckpt, tmp_path, monkeypatch, capsys):
@@ -61,9 +61,34 @@ def test_export_refuses_a_folder_it_did_not_write(tmp_path, monkeypatch, capsys)
     (tmp_path / "theirs").mkdir()
     (tmp_path / "theirs" / "notes.txt").write_text("keep me")
     code, err = serve([f"state_dir={tmp_path / 's'}", f"export={tmp_path / 'theirs'}"], monkeypatch, capsys)
-    assert code == 2 and "not an earlier deeprec-serve export" in err
+    assert code == 2 and "holds files deeprec did not create (e.g. notes.txt)" in err
     assert (tmp_path / "theirs" / "notes.txt").read_text() == "keep me"
     code, err = serve([f"state_dir={tmp_path / 's'}", f"export={tmp_path / 'mine'}"], monkeypatch, capsys)
     assert code == 0 and (tmp_path / "mine" / "events.parquet").is_file()
     code, err = serve([f"state_dir={tmp_path / 'none'}", f"export={tmp_path / 'x'}"], monkeypatch, capsys)
     assert code == 2 and "holds no event log" in err
+
+
+def test_state_dir_follows_the_ownership_rule(ckpt, tmp_path, monkeypatch, capsys):
+    """deeprec-serve writes only into a state_dir it created (or an empty one), and there replaces or
+    removes only its own log and snapshots: a user's files beside them stay, byte for byte."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "events.sqlite").write_bytes(b"someone else's database")
+    code, err = serve([f"ckpt={ckpt}", f"state_dir={theirs}", "port=0"], monkeypatch, capsys)
+    assert code == 2 and "holds files deeprec did not create (e.g. events.sqlite)" in err
+    assert (theirs / "events.sqlite").read_bytes() == b"someone else's database" and len(list(theirs.iterdir())) == 1
+    code, err = serve([f"ckpt={ckpt}", f"state_dir={ckpt.parent}", "port=0"], monkeypatch, capsys)
+    assert code == 2 and "holds the input" in err
+    mine = tmp_path / "mine"
+    with app_client(ckpt, mine, snapshot={"keep": 1}) as (client, _):
+        (mine / "notes.txt").write_text("keep me")
+        (mine / "snapshots" / "my-copy.pt").write_bytes(b"not a snapshot")
+        for n in range(3):
+            assert client.post("/feedback", json=event(f"o{n}", "u001", "i002")).status_code == 200
+            assert client.post("/admin/snapshot").status_code == 200
+    with app_client(ckpt, mine) as (client, service):  # a restart on its own folder
+        assert service.recovery["snapshot_seq"] == 3
+    assert (mine / "notes.txt").read_text() == "keep me"
+    assert (mine / "snapshots" / "my-copy.pt").read_bytes() == b"not a snapshot"
+    assert sorted(p.name for p in (mine / "snapshots").iterdir()) == ["my-copy.pt", "snapshot-000000000003.pt"]

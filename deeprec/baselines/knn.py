@@ -14,6 +14,7 @@ import torch
 
 from deeprec.baselines.history import HistoryRecommender, sparse_product, sparse_tensor, sparse_times_dense_rows
 from deeprec.config import check_choice
+from deeprec.console import progress
 from deeprec.recommender import ModelConfig, csr_to_tensors, tensors_to_csr
 
 
@@ -41,7 +42,7 @@ def cosine_neighbours(
     keep = min(neighbours, max(n - 1, 0))
     queries = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
     rows, cols, values = [], [], []
-    for start in range(0, len(queries), chunk_size):
+    for start in progress(range(0, len(queries), chunk_size), "knn: similarity blocks"):
         stop = min(start + chunk_size, len(queries))
         query = queries[start:stop]
         block = (vectors[query] @ transposed).toarray()

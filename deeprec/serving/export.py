@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deeprec.atomic import write_json_atomic, write_parquet_atomic
-from deeprec.errors import ConfigError, DataError
+from deeprec.atomic import write_parquet_atomic
+from deeprec.errors import DataError
+from deeprec.outputs import claim_output
 
-MARKER = "_deeprec_export.json"
+EXPORT_FILES = ("events.parquet", "decisions.parquet")
 
 
 def read_log(state_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -54,10 +55,16 @@ def served_items(decisions: pd.DataFrame) -> pd.DataFrame:
 
 
 def export_log(state_dir: str | Path, out_dir: str | Path) -> dict:
-    """Write events.parquet, decisions.parquet and a marker into out_dir (new, empty, or an earlier export)."""
-    out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file())):
-        raise ConfigError(f"export={out_dir} exists and is not an earlier deeprec-serve export; give a new or empty folder")
+    """Write events.parquet and decisions.parquet into out_dir: a new or empty folder, or an earlier
+    export (deeprec's output rule: only the files of that export are replaced)."""
+    if not (Path(state_dir) / "events.sqlite").is_file():
+        raise DataError(f"state_dir={state_dir} holds no event log (events.sqlite)")
+    with claim_output(out_dir, "deeprec-serve export", key="export", inputs=[state_dir]) as out:
+        out.prepare(EXPORT_FILES)
+        return write_export(state_dir, out.path)
+
+
+def write_export(state_dir: str | Path, out: Path) -> dict:
     events, decisions = read_log(state_dir)
     events = events.astype({"user_id": object, "item_id": object, "decision_id": object})  # also when empty
     served = served_items(decisions)
@@ -66,10 +73,7 @@ def export_log(state_dir: str | Path, out_dir: str | Path) -> dict:
     table["rank"] = table["rank"].astype("Int64")
     columns = ["user_id", "item_id", "rating", "timestamp", "event_id", "event", "decision_id", "rank", "propensity",
                "seq", "received"]
-    out.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(table[columns], out / "events.parquet")
     write_parquet_atomic(served, out / "decisions.parquet")
-    summary = {"state_dir": str(state_dir), "events": len(table), "decisions": len(decisions),
-               "served_items": len(served), "events_with_decision": int(table["rank"].notna().sum())}
-    write_json_atomic(summary, out / MARKER)
-    return summary
+    return {"state_dir": str(state_dir), "events": len(table), "decisions": len(decisions),
+            "served_items": len(served), "events_with_decision": int(table["rank"].notna().sum())}

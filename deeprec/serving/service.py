@@ -43,7 +43,7 @@ class Service:
         self.model_name = meta["model"]
         self.version = model_version(cfg.ckpt, self.model_name)
         self.state = ServingState(model, meta, self.version)
-        self.wal = EventLog(cfg.state_dir, self.version, cfg.wal.sync)
+        self.wal = EventLog(cfg.state_dir, self.version, cfg.wal.sync, inputs=[cfg.ckpt])
         self.snapshot_dir = Path(cfg.state_dir) / "snapshots"
         self.recovery = self.recover()
         self.committer = GroupCommitter(

@@ -5,13 +5,17 @@ loses an acknowledged event. `seq` (the rowid) is the order events are applied i
 unique, so a retried event is stored, and therefore applied, once. Concurrent requests share one
 transaction (group commit, see committer.py). The log is kept whole: it is the service's record of
 what it showed and what happened, exported as tables by export.py.
+
+state_dir follows deeprec's output rule (deeprec.outputs): it is a folder deeprec-serve created
+(new or empty when first given), held by one process at a time (its lock), and deeprec writes and
+removes there only the files its manifest lists: the log (events.sqlite and SQLite's -wal / -shm
+beside it) and snapshots/snapshot-<seq>.pt with their temporaries. Anything else put there stays.
 """
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import json
-import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +24,11 @@ from typing import Iterator
 import numpy as np
 
 from deeprec.errors import ConfigError
+from deeprec.outputs import claim_output
+
+#: what deeprec-serve writes in a state_dir (the manifest lists them; nothing else there is touched)
+STATE_FILES = ("events.sqlite", "events.sqlite-wal", "events.sqlite-shm", "events.sqlite-journal")
+STATE_PATTERNS = ("snapshots/snapshot-*.pt", "snapshots/.snapshot-*.tmp")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -71,20 +80,20 @@ class EventRows:
 class EventLog:
     """events.sqlite in state_dir, held by one process at a time (an exclusive lock file)."""
 
-    def __init__(self, state_dir: str | Path, model_version: str, sync: str = "full") -> None:
+    def __init__(self, state_dir: str | Path, model_version: str, sync: str = "full", inputs=()) -> None:
         self.folder = Path(state_dir)
-        self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / "events.sqlite"
-        self._lock = open(self.folder / "serve.lock", "a+")
+        self._claim = contextlib.ExitStack()  # the folder's lock, held until close()
+        out = self._claim.enter_context(claim_output(state_dir, "deeprec-serve", key="state_dir", inputs=inputs, lock="serve"))
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise ConfigError(f"state_dir={state_dir} is in use by another deeprec-serve process; give each process its own state_dir") from None
-        self._lock.seek(0)
-        self._lock.truncate()
-        self._lock.write(f"{os.getpid()}\n")
-        self._lock.flush()
+            out.own(STATE_FILES, STATE_PATTERNS)
+            out.make_folders("snapshots")
+            self._open(state_dir, model_version, sync)
+        except BaseException:
+            self._claim.close()
+            raise
+
+    def _open(self, state_dir, model_version: str, sync: str) -> None:
         self.db = connect(self.path, sync)
         self.db.executescript(SCHEMA)
         stored = self.meta("model_version")
@@ -92,7 +101,7 @@ class EventLog:
             with self.db:
                 self.db.execute("INSERT INTO meta VALUES ('model_version', ?)", (model_version,))
         elif stored != model_version:
-            self.close()
+            self.db.close()
             raise ConfigError(
                 f"state_dir={state_dir} holds the log of checkpoint {stored}, not of {model_version}; give a new "
                 "state_dir (export the old log with export=DIR to train on it)"
@@ -147,8 +156,7 @@ class EventLog:
 
     def close(self) -> None:
         self.db.close()
-        fcntl.flock(self._lock, fcntl.LOCK_UN)
-        self._lock.close()
+        self._claim.close()
 
 
 def connect(path: str | Path, sync: str = "full") -> sqlite3.Connection:
