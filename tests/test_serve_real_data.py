@@ -120,11 +120,12 @@ def test_coursera_served_log_exports_to_deeprec_train_and_ips(shared_data, tmp_p
     data, _ = coursera_linucb(shared_data, tmp_path / "linucb.ckpt", dtype="float64")
     test = data.rows("test")
     reward_of = {(int(u), int(i)): float(r) for u, i, r in zip(test["user"], test["item"], test["rating"])}
-    users = test["user"].drop_duplicates().to_numpy()[:150]
+    users = test["user"].drop_duplicates().to_numpy()[:80]
+    rounds = 4  # each learner comes back: the exported table then has a history and a later event per learner
     index = {item: n for n, item in enumerate(data.item_ids)}
     epsilon = 0.3
     with app_client(tmp_path / "linucb.ckpt", tmp_path / "state", exploration={"epsilon": epsilon, "seed": 1}) as (client, _):
-        for n, user in enumerate(users):
+        for n, user in enumerate([u for _ in range(rounds) for u in users]):
             answer = client.post("/recommend", json={"user_id": data.user_ids[user], "k": 5}).json()
             played = answer["items"][0]["item_id"]
             reward = reward_of.get((int(user), index[played]), 0.0)
@@ -134,7 +135,8 @@ def test_coursera_served_log_exports_to_deeprec_train_and_ips(shared_data, tmp_p
     summary = export_log(tmp_path / "state", tmp_path / "export")
     events = pd.read_parquet(tmp_path / "export" / "events.parquet")
     decisions = pd.read_parquet(tmp_path / "export" / "decisions.parquet")
-    assert summary["events"] == len(users) == summary["events_with_decision"] and len(decisions) == 5 * len(users)
+    assert summary["events"] == rounds * len(users) == summary["events_with_decision"] == len(events)
+    assert len(decisions) == 5 * len(events)
     assert (events["rank"] == 1).all()
     first = decisions[decisions["rank"] == 1].set_index("decision_id")
     np.testing.assert_allclose(events["propensity"], first.loc[events["decision_id"], "propensity"].to_numpy())
