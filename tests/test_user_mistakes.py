@@ -193,9 +193,11 @@ def test_sigterm_stops_training_with_a_non_zero_exit(table, tmp_path):
 
 # -- deeprec-compare ------------------------------------------------------------------------------------
 def test_compare_checks_every_model_against_the_data_before_training_any(table, tmp_path, monkeypatch, capsys):
-    # case: compare-model-unfit-for-the-data: linucb needs arm features this table lacks
+    # case: compare-model-unfit-for-the-data: linucb asked for item features this table lacks
+    # (its default, features=auto, would fit item factors on any data)
     out = tmp_path / "cmp"
     code, err = run_cli("deeprec.cli.compare", ["data=interactions", f"data.path={table}", "models=[pop,ease,linucb]",
+                                                "+model_overrides={linucb: {features: item_features}}",
                                                 f"out_dir={out}"], monkeypatch, capsys)
     one_line_error(code, err, "linucb", "features")
     assert not list(out.rglob("metrics.json"))

@@ -290,7 +290,7 @@ class LinUCBRecommender(Recommender):
         self.report_cost(x.shape[1])
         self.bandit = self._new_bandit(x.shape[1])
         self._fit_users(data, ("train",))
-        log.info("linucb: arms = %s (%d features), reward %s, alpha %s", source, x.shape[1], self.config.reward,
+        log.info("linucb: arms = %s (d = %d), reward %s, alpha %s", source, x.shape[1], self.config.reward,
                  self.config.alpha_mode)
         return self
 
