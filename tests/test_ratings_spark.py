@@ -223,12 +223,17 @@ def test_folder_of_csv_tsv_and_parquet_files(tmp_path):
     folder.mkdir()
     frame = edge_case_log(seed=5, n=900)
     frame.iloc[:300].to_csv(folder / "a.csv", index=False)
-    frame.iloc[300:600].drop(columns="event").to_csv(folder / "b.tsv", index=False, sep="\t")
+    frame.iloc[300:600].to_csv(folder / "b.tsv", index=False, sep="\t")
     third = frame.iloc[600:].copy()
     third["user_id"] = pd.to_numeric(third["user_id"], errors="coerce").astype("Int64")
     third["timestamp"] = 1_600_000_000 + np.arange(len(third), dtype=np.int64) * 37  # an integer column
     third.to_parquet(folder / "c.parquet", index=False)
     both_files(folder)
+    # the same-columns rule (safety, issue 14): a file of the folder without `event` is refused by both engines
+    frame.iloc[300:600].drop(columns="event").to_csv(folder / "b.tsv", index=False, sep="\t")
+    for engine in ("pandas", "spark"):
+        with pytest.raises(DataError, match=r"b\.tsv: lacks the column\(s\) 'event' that a\.csv has"):
+            rate_log(folder, RatingsConfig(min_courses=1, engine=engine), out_of_core=False)
 
 
 def test_parquet_course_lesson_columns_integer_users_and_ns_timestamps(tmp_path):
@@ -253,7 +258,10 @@ def test_cli_engine_spark_writes_the_same_folder(tmp_path, monkeypatch, capsys):
     code, err = run_cli("deeprec.cli.ratings", [f"input={path}", f"output={tmp_path / 'sp'}", "ratings.min_courses=1", "engine=spark",
                                                  "spark.shuffle_partitions=3"], monkeypatch, capsys)
     assert code == 0, err
-    assert sorted(p.name for p in (tmp_path / "sp").iterdir()) == ["lesson_durations.parquet", "ratings.parquet", "rejects.parquet", "summary.json"]
+    # beside deeprec's ownership marker (.deeprec/, deeprec.outputs) the four files of the pandas engine
+    assert sorted(p.name for p in (tmp_path / "sp").iterdir()) == [".deeprec", "lesson_durations.parquet", "ratings.parquet",
+                                                                   "rejects.parquet", "summary.json"]
+    assert sorted(p.name for p in (tmp_path / "sp").iterdir()) == sorted(p.name for p in (tmp_path / "pd").iterdir())
     for name in ("ratings", "lesson_durations", "rejects"):
         pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "pd" / f"{name}.parquet"),
                                       pd.read_parquet(tmp_path / "sp" / f"{name}.parquet"), check_exact=False, rtol=0, atol=1e-6)
