@@ -157,6 +157,47 @@ def test_scoring_all_items_equals_per_candidate_scoring_and_chunking(topics):
         model.config.score_chunk_elements = SMALL.get("score_chunk_elements", 16_777_216)
 
 
+def brute_force_scores(model, history_items):
+    """Reference [B, I]: the activation unit and the scoring MLP run as written, on the explicit
+    concatenations [h, c, h - c, h * c] and [interest, c, interest * c], one user and candidate at a time."""
+    vectors = model.item_vectors()
+    out = torch.zeros(len(history_items), model.n_items)
+    for b, row in enumerate(history_items):
+        h = vectors[row[row != model.n_items]]  # [l, d]
+        for c in range(model.n_items):
+            cand = vectors[c].expand_as(h)
+            unit = model.activation_out(F.relu(model.activation_unit(torch.cat([h, cand, h - cand, h * cand], 1))))
+            weights = torch.softmax(unit[:, 0], 0) if len(h) else unit[:, 0]
+            interest = weights @ h if len(h) else torch.zeros_like(vectors[c])
+            features = torch.cat([interest, vectors[c], interest * vectors[c]])
+            out[b, c] = model.score_mlp(features)[0] + model.item_bias[c]
+    return out
+
+
+def test_full_catalogue_scores_equal_the_brute_force_unit_under_any_chunking():
+    """The per-distinct-item logit table (score) equals the unit run on every (user, position, candidate)
+    triple, with repeated history items, an empty history, several candidate chunks and user blocks."""
+    data = topic_data(n_users=30, seed=3)
+    torch.manual_seed(0)
+    model = AttentionRanker(data.n_users, data.n_items, seed=0, **{**SMALL, "dropout": 0.0})
+    model.prepare(data)
+    with torch.no_grad():  # untrained weights are tiny: make every layer matter
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+    model.eval()
+    users = torch.arange(6)
+    model.observe(data, ("train",))
+    model.history_lengths[0] = 0
+    model.history_items[0] = model.n_items  # user 0: no history
+    model.history_items[1, :5] = torch.tensor([3, 3, 7, 3, 7])  # repeats
+    with torch.no_grad():
+        want = brute_force_scores(model, model.history_of(users))
+        for elements in (16_777_216, 97, 1):  # one chunk; several candidate chunks and user blocks; one item each
+            model.config.score_chunk_elements = elements
+            assert torch.allclose(model.score(users), want, atol=1e-5), elements
+    assert model.score(torch.arange(0)).shape == (0, data.n_items)
+
+
 def test_explain_returns_the_most_weighted_history_items(topics):
     data, model = topics
     model.observe(data, ("train",))

@@ -164,4 +164,4 @@ def test_deeprec_train_round_trip_exact_resume_and_exported_embeddings(tmp_path)
     assert np.allclose(exported.iloc[:, 1:].to_numpy(), best.user_embeddings().numpy(), atol=1e-6)
     items = pd.read_parquet(run_dir / "embeddings" / "items.parquet")
     assert items["item_id"].tolist() == [str(i) for i in data.item_ids]
-    assert (run_dir / "tensorboard" / "projector_config.pbtxt").exists()
+    assert not (run_dir / "tensorboard" / "projector_config.pbtxt").exists()  # export_projector=false (default)

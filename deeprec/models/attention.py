@@ -198,32 +198,51 @@ class AttentionRanker(HistoryBuffers, ItemContent, LightningRecommender):
 
     @torch.no_grad()
     def score(self, users: torch.Tensor) -> torch.Tensor:
-        """[B, I]: every item against its own attention over each user's history, in user blocks of
-        about score_chunk_elements [block, L, I] logits (and activation blocks of that size within)."""
-        history_items = self.history_of(users)
+        """[B, I]: every item against its own attention over each user's history.
+
+        Without dropout a history position's activation logit depends only on (its item, the
+        candidate), so the unit runs once per (distinct history item of the batch, candidate): a
+        [u, C] table from shared_attention_logits' GEMMs, gathered per (user, position). That is
+        u x I pairs (u <= I) instead of B x L x I. The scoring MLP's first layer on
+        [interest, c, interest * c] is one [d, H] matrix per candidate (w_interest + diag(c) w_product),
+        so it runs as one batched GEMM over candidates. Candidates come in chunks whose table and
+        [users, L, C] blocks hold about score_chunk_elements elements; the softmax over the history
+        is per candidate, so chunking changes no value."""
+        history_items = self.history_of(users) if len(users) else self.history_items[:0, :1]
         batch, width = history_items.shape
         vectors = self.item_vectors()
+        vectors[-1] = 0.0  # the padding item: a user without history attends to zeros (interest 0)
         candidates = vectors[:-1]  # [I, d]
+        distinct, position_item = torch.unique(history_items, return_inverse=True)  # [u], [B, L]
+        distinct_vectors = vectors[distinct].unsqueeze(0)  # [1, u, d]
+        padding = history_items == self.n_items  # [B, L]
+        # Mask the padding only where there is a history; an empty one keeps finite (uniform) logits.
+        padding = (padding & ~padding.all(1, keepdim=True)).unsqueeze(-1)  # [B, L, 1]
         mlp_in, mlp_rest = self.score_mlp[0], self.score_mlp[1:]
-        w_interest, w_candidate, w_product = mlp_in.weight.split(self.config.embedding_dim, dim=1)
-        candidate_hidden = candidates @ w_candidate.T + mlp_in.bias  # [I, H]
-        users_per_block = max(1, self.config.score_chunk_elements // (width * self.n_items))
-        # Activation blocks of about score_chunk_elements too: small blocks re-pack the [d + 1 + M, I * M]
-        # kernel per GEMM (8 rows: 44 s, 512 rows: 3.7 s for 100 users x 2k items on 2 loaded cores).
-        rows_per_block = max(64, self.config.score_chunk_elements // (self.n_items * self.config.attention_hidden))
-        out = []
-        for block, block_users in zip(history_items.split(users_per_block), users.split(users_per_block)):
-            history = vectors[block]  # [b, L, d]
-            logits = self.shared_attention_logits(history, candidates, rows_per_block)
-            logits = logits.masked_fill((block == self.n_items).unsqueeze(-1), -torch.inf)
-            weights = torch.nan_to_num(torch.softmax(logits, dim=1), nan=0.0)  # [b, L, I]
-            interest = weights.transpose(1, 2) @ history  # [b, I, d]
-            learner = self.user_vectors(block_users)  # [b, d] projected user features, or None
-            if learner is not None:
-                interest = interest + learner.unsqueeze(1)
-            hidden = interest @ w_interest.T + candidate_hidden + (interest * candidates) @ w_product.T
-            out.append(mlp_rest(hidden).squeeze(-1) + self.item_bias)
-        return torch.cat(out) if out else torch.zeros(0, self.n_items, device=history_items.device)
+        w_interest, w_candidate, w_product = mlp_in.weight.split(self.config.embedding_dim, dim=1)  # [H, d] each
+        budget, m = self.config.score_chunk_elements, self.config.attention_hidden
+        items_per_chunk = max(1, budget // max(len(distinct), 1))
+        out = history_items.new_empty((batch, self.n_items), dtype=vectors.dtype)
+        learner = self.user_vectors(users)  # [B, d] projected user features joining the interest, or None
+        for first in range(0, self.n_items, items_per_chunk):
+            chunk = slice(first, min(first + items_per_chunk, self.n_items))
+            part = candidates[chunk]  # [C, d]
+            n = len(part)
+            rows_per_block = max(1, budget // (n * m))
+            table = self.shared_attention_logits(distinct_vectors, part, rows_per_block)[0]  # [u, C]
+            candidate_hidden = (part @ w_candidate.T + mlp_in.bias).unsqueeze(1)  # [C, 1, H]
+            per_candidate = w_interest.T + part.unsqueeze(-1) * w_product.T  # [C, d, H]
+            users_per_block = max(1, budget // (n * max(width, mlp_in.out_features, self.config.embedding_dim)))
+            for rows in range(0, batch, users_per_block):
+                block = slice(rows, rows + users_per_block)
+                logits = table[position_item[block]].masked_fill_(padding[block], -torch.inf)  # [b, L, C]
+                weights = torch.softmax(logits, dim=1)
+                interest = weights.transpose(1, 2) @ vectors[history_items[block]]  # [b, C, d]
+                if learner is not None:
+                    interest = interest + learner[block].unsqueeze(1)
+                hidden = torch.baddbmm(candidate_hidden, interest.transpose(0, 1), per_candidate)  # [C, b, H]
+                out[block, chunk] = mlp_rest(hidden).squeeze(-1).T + self.item_bias[chunk]
+        return out
 
     # -- explanations -----------------------------------------------------------------------
     @torch.no_grad()
