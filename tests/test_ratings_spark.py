@@ -171,24 +171,40 @@ def timestamp_strings(seed: int, n: int) -> list[str]:
     numbers = ["1600000000", " 1600000000 ", "+1600000000", "1.6e9", ".5", "5.", "1e11", "100000000001", "1600000000123",
                "-1600000000", "1_000", "1d", "0x10", "1e400", "inf", "Infinity", "1e5.5", "e5", "+", ".", "12\x0b",
                "\x1c12", "12\xa0", "1600000000.0000005", "1600000000.0000015", "2.5e-6", "-2.5e-6"]
+    # near the canonical form that Spark's own cast reads (spark_engine.CANON): each field at and past its range
+    for _ in range(n // 2):
+        s = f"{pick(['2024', '2023', '1999', '2100', '1899'])}-{pick(['01', '02', '12', '13', '00'])}-{pick(['01', '28', '29', '30', '31', '32', '00'])}"
+        if rnd.random() < 0.85:
+            s += pick(["T", " "]) + pick(["00", "09", "23", "24"]) + ":" + pick(["00", "59", "60"])
+            if rnd.random() < 0.8:
+                s += ":" + pick(["00", "59", "60"]) + pick(["", "", ".5", ".123", ".123456", ".1234567", ".123456789"])
+            s += pick(["", "", "Z", "+02:00", "-05:30", "+17:59", "-18:00", "+19:00", "+00:00", "+02:60"])
+        out.append(s)
     return out + numbers
 
 
 def test_timestamp_expressions_equal_the_pandas_parser(spark):
+    """Both Spark routes against parse_timestamps_us: the per-row one (numbers, canonical ISO through
+    Spark's cast, the grammar in expressions for the rest) and parse_events' (odd text parsed once per
+    distinct value on the driver, joined back)."""
     from pyspark.sql import functions as F
 
-    from deeprec.data.ratings.spark_engine import RUNTIME, _runtime_conf, timestamp_us, with_iso_parts
+    from deeprec.data.ratings.spark_engine import CANON, RUNTIME, TS, _runtime_conf, odd_timestamp_us, parse_events, timestamp_us
 
     values = timestamp_strings(seed=0, n=4000)
     want = parse_timestamps_us(pd.Series(values + [None], dtype=object))[:-1]
-    frame = with_iso_parts(spark.createDataFrame(pd.DataFrame({"i": np.arange(len(values)), "t": values})), "t", "parts")
+    frame = spark.createDataFrame(pd.DataFrame({"user_id": "u", "timestamp": values, "url": "/c/x/l1", "i": np.arange(len(values))}))
     with _runtime_conf(spark, RUNTIME):
-        us = timestamp_us(F.col("t"), frame.schema["t"].dataType, "auto", False, F.col("parts"))
-        got = frame.select("i", us.alias("us")).toPandas()
-    got = got.sort_values("i")["us"].fillna(BAD_TS).astype(np.int64).to_numpy()
-    wrong = [(values[i], want[i], got[i]) for i in np.flatnonzero(got != want)]
-    assert not wrong, wrong[:10]
-    assert (want != BAD_TS).sum() > 250  # the grammar is exercised on both sides
+        per_row = timestamp_us(F.col("timestamp"), frame.schema["timestamp"].dataType, "auto", False,
+                               odd_timestamp_us(F.col("timestamp")))
+        got_rows = frame.select("i", per_row.alias(TS)).toPandas()
+        got_distinct = parse_events(frame, RatingsConfig(), {"nanos": False, "csv": False}).select("i", TS).toPandas()
+    for got in (got_rows, got_distinct):
+        got = got.sort_values("i")[TS].fillna(BAD_TS).astype(np.int64).to_numpy()
+        wrong = [(values[i], want[i], got[i]) for i in np.flatnonzero(got != want)]
+        assert not wrong, wrong[:10]
+    canon = frame.where(F.col("timestamp").rlike(CANON)).count()
+    assert (want != BAD_TS).sum() > 250 and canon > 100  # the grammar and the native cast are both exercised
 
 
 # -- files, folders, the CLI ---------------------------------------------------------------------------

@@ -35,7 +35,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from deeprec.data.ratings.config import RatingsConfig, SparkConfig
-from deeprec.data.ratings.events import REJECT_REASONS, URL_PREFIX, check_columns
+from deeprec.data.ratings.events import (
+    BAD_TS,
+    REJECT_REASONS,
+    URL_PREFIX,
+    _url_lessons,
+    check_columns,
+    parse_timestamps_us,
+)
 from deeprec.data.ratings.io import ROW_ID, _csv_header, iter_event_tables, parquet_safe
 from deeprec.data.ratings.rating import RATING_COLUMNS
 from deeprec.data.tables import TABLE_SUFFIXES, table_files
@@ -48,6 +55,11 @@ from deeprec.errors import ConfigError, DataError
 # tests/test_ratings_spark.py checks these against parse_timestamps_us on thousands of strings.
 _WS = r"[ \t\n\x0b\x0c\r]"
 NUMBER = rf"^{_WS}*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?{_WS}*\z"
+INTEGER = r"^[0-9]{1,15}\z"  # the common case of NUMBER, with a cheaper regex
+# canonical ISO-8601, where Spark's own string -> timestamp cast gives pandas' value (checked on the
+# generated strings of tests/test_ratings_spark.py); any other text is "odd": parsed per distinct value
+CANON = (r"^(?:19|20)[0-9]{2}-[0-9]{2}-[0-9]{2}(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?"
+         r"(?:Z|[+-](?:0[0-9]|1[0-7]):[0-5][0-9])?)?)?\z")
 
 
 def _iso_pattern() -> tuple[str, list[str]]:
@@ -83,9 +95,9 @@ BLANK = r"^[\t\n\x0B\f\r\x1C-\x20\x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u
 CSV_NULLS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
              "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null"]
 # internal column names (kept apart from the log's own columns)
-USER, TS, MID, COURSE, LESSON, REASON, FFFD, BUCKET, ISO_PARTS, URL_PATH, URL_COURSE, URL_LESSON = (
-    f"__dr_{n}" for n in ("user", "ts", "mid", "course", "lesson", "reason", "fffd", "bucket", "iso", "path", "url_course",
-                          "url_lesson"))
+USER, TS, MID, COURSE, LESSON, REASON, FFFD, BUCKET, TS_KEY, TS_ODD, URL_KEY, URL_COURSE, URL_LESSON = (
+    f"__dr_{n}" for n in ("user", "ts", "mid", "course", "lesson", "reason", "fffd", "bucket", "ts_key", "ts_odd", "url_key",
+                          "url_course", "url_lesson"))
 PART_BITS = 33  # monotonically_increasing_id = partition << 33 | row within the partition
 
 
@@ -328,10 +340,11 @@ def _iso_to_us(parts):
     return F.when(parts.isNotNull() & valid, us)
 
 
-def timestamp_us(column, dtype, unit: str, nanos: bool, parts=None):
+def timestamp_us(column, dtype, unit: str, nanos: bool, odd=None):
     """SPEC 1.1 timestamps of any Spark type as int64 epoch µs (null where the pandas engine has BAD_TS).
 
-    parts: the column of iso_parts(text) for text timestamps (see with_iso_parts).
+    Text: a number, or canonical ISO-8601 (CANON) through Spark's own cast; `odd`: the µs of any
+    other text (a lookup of its distinct values or odd_timestamp_us), null when not given.
     """
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
@@ -345,16 +358,22 @@ def timestamp_us(column, dtype, unit: str, nanos: bool, parts=None):
     if isinstance(dtype, T.NumericType):
         return _numbers_to_us(column.cast("double"), unit)
     text = column.cast("string")
-    return F.when(text.rlike(NUMBER), _numbers_to_us(text.cast("double"), unit)).otherwise(_iso_to_us(parts))
+    us = (F.when(text.rlike(INTEGER) | text.rlike(NUMBER), _numbers_to_us(text.cast("double"), unit))
+          .when(text.rlike(CANON), F.unix_micros(text.cast("timestamp"))))
+    return us if odd is None else us.otherwise(odd)
 
 
-def with_iso_parts(frame, column: str, name: str):
-    """`frame` plus `name`: iso_parts of its text `column` where that is not a number, in a projection of its own
-    (Spark does not merge it into the next one, which reads it many times)."""
+def is_odd_timestamp(text):
+    """Text that is neither a number nor canonical ISO-8601: parsed once per distinct value."""
+    return text.isNotNull() & ~text.rlike(INTEGER) & ~text.rlike(NUMBER) & ~text.rlike(CANON)
+
+
+def odd_timestamp_us(text):
+    """µs of odd timestamp text by the ISO-8601 grammar in Spark expressions: the per-row fallback when
+    the distinct odd values are too many to parse on the driver (slow: dozens of regex groups a row)."""
     from pyspark.sql import functions as F
 
-    text = F.col(f"`{column}`").cast("string")
-    return frame.withColumn(name, F.when(~text.rlike(NUMBER), iso_parts(text)))
+    return F.when(is_odd_timestamp(text), _iso_to_us(iso_parts(text)))
 
 
 def _text(column, dtype):
@@ -371,9 +390,43 @@ def _blank(column):
     return column.isNull() | column.rlike(BLANK)
 
 
+DISTINCT_LIMIT = 500_000  # distinct odd timestamps / URLs parsed on the driver; past it, per-row Spark expressions
+
+
+def distinct_values(log, exprs: dict, limit: int = DISTINCT_LIMIT) -> dict:
+    """{name: the distinct non-null values of exprs[name] (object array), None past `limit`}, in one scan."""
+    from pyspark.sql import functions as F
+
+    if not exprs:
+        return {}
+
+    def collect(named: dict, cap: int):
+        pairs = F.inline(F.array(*[F.struct(F.lit(k).alias("k"), e.cast("string").alias("v")) for k, e in named.items()]))
+        return log.select(pairs).where(F.col("v").isNotNull()).distinct().limit(cap + 1).toPandas()
+
+    rows = collect(exprs, limit * len(exprs))
+    if len(rows) > limit * len(exprs) and len(exprs) > 1:  # cut short: each on its own
+        return {k: distinct_values(log, {k: e}, limit)[k] for k, e in exprs.items()}
+    found = {k: rows["v"][rows["k"] == k].to_numpy(object) for k in exprs}
+    return {k: v if len(v) <= limit else None for k, v in found.items()}
+
+
+def _lookup(log, key, table: pd.DataFrame, schema: str):
+    """`log` left-joined on `key` to the small driver-made `table` (first column: the key), broadcast."""
+    from pyspark.sql import functions as F
+
+    small = log.sparkSession.createDataFrame(table, schema=schema)
+    return log.join(F.broadcast(small), key == small[table.columns[0]], "left").drop(table.columns[0])
+
+
 def parse_events(log, cfg: RatingsConfig, flags: dict):
     """Every row with its user (text), µs timestamp, lesson view location (course, lesson or null) and
-    reject reason (missing_user, bad_timestamp; duplicates come from flag_duplicates)."""
+    reject reason (missing_user, bad_timestamp; duplicates come from flag_duplicates).
+
+    The URLs and the odd timestamps (neither numbers nor canonical ISO-8601) are few distinct values:
+    one scan collects them, the driver parses them with the pandas engine's own functions, and a
+    broadcast join brings the answers back to every row (per-row Spark expressions past DISTINCT_LIMIT).
+    """
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -381,22 +434,34 @@ def parse_events(log, cfg: RatingsConfig, flags: dict):
     types = dict((f.name, f.dataType) for f in log.schema.fields)
     text = lambda c: _text(F.col(f"`{c}`"), types[c])  # noqa: E731
     originals = list(log.columns)
-    # expensive per-row parts in projections of their own, each computed once per row
-    log = with_iso_parts(log, "timestamp", ISO_PARTS) if isinstance(types["timestamp"], T.StringType) else log
+    text_ts = isinstance(types["timestamp"], T.StringType)
+    wanted = {}
+    if text_ts:
+        wanted["ts"] = F.when(is_odd_timestamp(F.col("`timestamp`")), F.col("`timestamp`"))
     if "url" in cols:
+        wanted["url"] = text("url")
+    found = distinct_values(log, wanted)
+    odd = None
+    if text_ts and found["ts"] is None:
+        odd = odd_timestamp_us(F.col("`timestamp`"))
+    elif text_ts and len(found["ts"]):
+        us = parse_timestamps_us(pd.Series(found["ts"], dtype=object), cfg.timestamp_unit)
+        table = pd.DataFrame({TS_KEY: found["ts"], TS_ODD: pd.array(np.where(us == BAD_TS, None, us), dtype="Int64")})
+        log = _lookup(log, F.col("`timestamp`"), table, f"{TS_KEY} string, {TS_ODD} long")
+        odd = F.col(TS_ODD)
+    ts = timestamp_us(F.col("`timestamp`"), types["timestamp"], cfg.timestamp_unit, flags["nanos"], odd)
+    course = lesson = F.lit(None).cast("string")
+    if "url" in cols and found["url"] is not None:
+        url_course, url_lesson = _url_lessons(found["url"], cfg.url_pattern)
+        table = pd.DataFrame({URL_KEY: found["url"], URL_COURSE: url_course, URL_LESSON: url_lesson})
+        log = _lookup(log, text("url"), table, f"{URL_KEY} string, {URL_COURSE} string, {URL_LESSON} string")
+        course, lesson = F.col(URL_COURSE), F.col(URL_LESSON)
+    elif "url" in cols:
         pattern, gc, gl = java_url_pattern(cfg.url_pattern)
         path = F.regexp_replace(text("url"), URL_PREFIX, "")
-        log = log.withColumn(URL_PATH, path)
-        log = log.select("*", F.regexp_extract(URL_PATH, pattern, gc).alias(URL_COURSE),
-                         F.regexp_extract(URL_PATH, pattern, gl).alias(URL_LESSON))
-    user = text("user_id")
-    parts = F.col(ISO_PARTS) if ISO_PARTS in log.columns else None
-    ts = timestamp_us(F.col("`timestamp`"), types["timestamp"], cfg.timestamp_unit, flags["nanos"], parts)
-    course = lesson = F.lit(None).cast("string")
-    if "url" in cols:
-        url_course, url_lesson = F.col(URL_COURSE), F.col(URL_LESSON)
-        found = F.coalesce((url_course != "") & (url_lesson != ""), F.lit(False))
-        course, lesson = F.when(found, url_course), F.when(found, url_lesson)
+        url_course, url_lesson = F.regexp_extract(path, pattern, gc), F.regexp_extract(path, pattern, gl)
+        hit = F.coalesce((url_course != "") & (url_lesson != ""), F.lit(False))
+        course, lesson = F.when(hit, url_course), F.when(hit, url_lesson)
     if {"course_id", "lesson_id"} <= cols:
         both = ~_blank(text("course_id")) & ~_blank(text("lesson_id"))
         course = F.when(both, text("course_id")).otherwise(course)
@@ -404,6 +469,7 @@ def parse_events(log, cfg: RatingsConfig, flags: dict):
     if "event" in cols:
         is_view = F.coalesce(text("event").isin(list(cfg.view_events)), F.lit(False))
         course, lesson = F.when(is_view, course), F.when(is_view, lesson)
+    user = text("user_id")
     missing = _blank(user)
     reason = F.when(missing, "missing_user").when(ts.isNull(), "bad_timestamp")
     extra = []
@@ -571,14 +637,15 @@ def rate_log_spark(path: str | Path, cfg: RatingsConfig, source: str | None = No
         with _runtime_conf(spark, RUNTIME):
             log, files, flags, uri = read_log(spark, path)
             originals = [c for c in log.columns if c != MID]
-            flagged = flag_duplicates(parse_events(log, cfg, flags), originals).persist(StorageLevel.MEMORY_AND_DISK)
-            cached.append(flagged)
-            # job 1 (reads the log once, fills the cache): rows per input partition, reasons, U+FFFD
-            stats = [F.count(F.lit(1)).alias("rows")] + [
-                F.sum(F.when(F.col(REASON) == r, 1).otherwise(0)).alias(r) for r in REJECT_REASONS]
-            if FFFD in flagged.columns:
-                stats.append(F.sum(F.col(FFFD).cast("long")).alias("fffd"))
             try:
+                # job 1: the distinct URLs and odd timestamps; job 2 (reads the log, fills the cache):
+                # rows per input partition, reasons, U+FFFD
+                flagged = flag_duplicates(parse_events(log, cfg, flags), originals).persist(StorageLevel.MEMORY_AND_DISK)
+                cached.append(flagged)
+                stats = [F.count(F.lit(1)).alias("rows")] + [
+                    F.sum(F.when(F.col(REASON) == r, 1).otherwise(0)).alias(r) for r in REJECT_REASONS]
+                if FFFD in flagged.columns:
+                    stats.append(F.sum(F.col(FFFD).cast("long")).alias("fffd"))
                 per_part = flagged.groupBy(F.shiftright(MID, PART_BITS).alias("p")).agg(*stats).toPandas()
             except Exception as exc:  # noqa: BLE001 - a malformed file: the pandas engine's message
                 error = _read_error(exc, files, local=not uri)
