@@ -44,7 +44,6 @@ from deeprec.data.ratings.events import (
     parse_timestamps_us,
 )
 from deeprec.data.ratings.io import ROW_ID, _csv_header, iter_event_tables, parquet_safe
-from deeprec.data.ratings.rating import RATING_COLUMNS
 from deeprec.data.tables import TABLE_SUFFIXES, table_files
 from deeprec.errors import ConfigError, DataError
 
@@ -185,6 +184,7 @@ RUNTIME = {
     "spark.sql.ansi.enabled": "false",  # a bad value is a reject, not a failed job
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.legacy.parquet.nanosAsLong": "true",  # pandas writes ns timestamps; read them as numbers
+    "spark.sql.execution.arrow.pyspark.enabled": "true",  # toPandas / createDataFrame through Arrow
 }
 
 
@@ -560,7 +560,9 @@ def _write_sorted(frame, key: str, rows_in: int, scratch: Path, name: str, types
     """
     from pyspark.sql import functions as F
 
-    n = max(1, -(-rows_in // BUCKET_ROWS))
+    # buckets of at most BUCKET_ROWS rows, and enough of them to keep every core busy (one sorting task each)
+    cores = frame.sparkSession.sparkContext.defaultParallelism
+    n = max(1, -(-rows_in // BUCKET_ROWS), min(cores, -(-rows_in // 100_000)))
     parts = scratch / f"{name}.parts"
     bucketed = frame.withColumn(BUCKET, F.floor(F.col(key) * n / rows_in).cast("int"))
     # sorted by (bucket, key): the writer's own order by bucket is then met, no second (unstable) sort
@@ -696,8 +698,7 @@ def rate_log_spark(path: str | Path, cfg: RatingsConfig, source: str | None = No
             durations = _with_rows(durations, "first_mid", "first_row", offsets).drop("first_mid")
             durations_file = _write_sorted(durations, "first_row", rows_in, scratch, "lesson_durations")
 
-            ratings, filtered = rate_pairs_spark(spark, durations, sessions_df=views.groupBy(USER).agg(
-                F.max("sessions").alias("sessions")), lessons_in=lessons_in, cfg=cfg)
+            ratings, filtered = rate_pairs_spark(durations, sessions, lessons_in, cfg)
 
             rejects = flagged.where(F.col(REASON).isNotNull())
             rejects = _with_rows(rejects, MID, ROW_ID, offsets)
@@ -718,62 +719,32 @@ def rate_log_spark(path: str | Path, cfg: RatingsConfig, source: str | None = No
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def rate_pairs_spark(spark, durations, sessions_df, lessons_in: pd.Series, cfg: RatingsConfig) -> tuple[pd.DataFrame, dict]:
-    """SPEC 1.5-1.9 on Spark: shares per (user, course), the user filters in order, threshold, penalty, split.
+def rate_pairs_spark(durations, sessions: pd.Series, lessons_in: pd.Series, cfg: RatingsConfig) -> tuple[pd.DataFrame, dict]:
+    """SPEC 1.5 on Spark (one row per user-course pair with a counted lesson, collected: about one per
+    rating), then SPEC 1.6-1.9 by the pandas engine's own filter_users and rate_kept_pairs.
 
-    Returns the ratings (pandas, in the pandas engine's order and dtypes) and the filter counts.
+    Returns the ratings (in the pandas engine's order and dtypes) and the filter counts.
     """
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    n_lessons = spark.createDataFrame(pd.DataFrame({"course_id": lessons_in.index.astype(str).to_numpy(object),
-                                                    "n_lessons": lessons_in.to_numpy(np.float64)}))
+    from deeprec.data.ratings.rating import filter_users, rate_kept_pairs
+
     counted = durations.where(F.col("seconds") >= float(cfg.min_lesson_seconds))
     pairs = counted.groupBy("user_id", "course_id").agg(
-        F.count(F.lit(1)).alias("lessons_viewed"), F.min(F.struct("first_seen", "first_row")).alias("first"))
-    pairs = pairs.join(F.broadcast(n_lessons), on="course_id", how="left").select(
-        "user_id", "course_id", "lessons_viewed", (F.col("lessons_viewed") / F.col("n_lessons")).alias("pct_viewed"),
-        F.col("first.first_seen").alias("first_seen"), F.col("first.first_row").alias("first_row"))
-    per_user = Window.partitionBy("user_id")
-    sessions = sessions_df.select(F.col(USER).alias("user_id"), "sessions")
-    pairs = pairs.join(sessions, on="user_id", how="left").withColumn("n_courses", F.count(F.lit(1)).over(per_user))
-    max_courses = float("inf") if cfg.max_courses is None else cfg.max_courses
-    keep_sessions = F.coalesce(F.col("sessions"), F.lit(0)) >= cfg.min_sessions
-    keep_max = F.col("n_courses") <= F.lit(max_courses)
-    keep_min = F.col("n_courses") >= cfg.min_courses
-    pairs = pairs.withColumn("stage", F.when(~keep_sessions, 0).when(~keep_max, 1).when(~keep_min, 2).otherwise(3))
-    pairs = pairs.persist()
-    try:
-        users = pairs.groupBy("user_id").agg(F.min("stage").alias("stage")).groupBy("stage").count().toPandas()
-        by_stage = dict(zip(users["stage"].astype(int), users["count"].astype(int)))
-        filtered = {"users_before_filters": int(sum(by_stage.values())),
-                    "users_removed": {name: by_stage.get(k, 0) for k, name in enumerate(("min_sessions", "max_courses", "min_courses"))}}
-        kept = pairs.where(F.col("stage") == 3)
-        pct = F.col("pct_viewed")
-        if cfg.threshold == "per_user":
-            t = F.avg(pct).over(per_user)
-        else:
-            t = F.lit(kept.agg(F.avg(pct)).first()[0] or 1.0)
-        x = F.least(pct / t, F.lit(1.0))
-        f = {"quadratic": x * x, "linear": x, "log": F.log2(1.0 + x), "sqrt": F.sqrt(x), "step": F.lit(0.0)}[cfg.penalty]
-        by_time = Window.partitionBy("user_id").orderBy("first_seen", "first_row")
-        n = F.col("n_courses")
-        n_train = F.least(F.greatest(F.floor(F.lit(cfg.train_share) * n + 1e-9), F.lit(1)), n - 1)
-        rated = kept.select(
-            "user_id", "course_id", F.when(pct / t >= 1.0, F.lit(5.0)).otherwise(5.0 * f).alias("rating"),
-            "pct_viewed", "lessons_viewed", "first_seen",
-            F.when(F.row_number().over(by_time) - 1 < n_train, "train").otherwise("test").alias("split"), "first_row")
-        frame = rated.toPandas()
-    finally:
-        pairs.unpersist()
-    frame = frame.sort_values(["user_id", "first_seen", "first_row"], kind="stable", ignore_index=True)  # the pandas engine's order
-    ratings = pd.DataFrame({
-        "user_id": frame["user_id"].astype(str).to_numpy(object), "course_id": frame["course_id"].astype(str).to_numpy(object),
-        "rating": frame["rating"].to_numpy(np.float64), "pct_viewed": frame["pct_viewed"].to_numpy(np.float64),
-        "lessons_viewed": frame["lessons_viewed"].to_numpy(np.int64), "first_seen": frame["first_seen"].to_numpy(np.float64),
-        "split": frame["split"].astype(str).to_numpy(object),
-    })[RATING_COLUMNS]
-    return ratings.astype({"user_id": "str", "course_id": "str", "split": "str"}), filtered
+        F.count(F.lit(1)).alias("lessons_viewed"), F.min(F.struct("first_seen", "first_row")).alias("first"),
+    ).select("user_id", "course_id", "lessons_viewed", F.col("first.first_seen").alias("first_seen"),
+             F.col("first.first_row").alias("first_row")).toPandas()
+    pairs = pd.DataFrame({
+        "user_id": pairs["user_id"].astype(str).to_numpy(object), "course_id": pairs["course_id"].astype(str).to_numpy(object),
+        "lessons_viewed": pairs["lessons_viewed"].to_numpy(np.int64), "first_seen": pairs["first_seen"].to_numpy(np.float64),
+        "first_row": pairs["first_row"].to_numpy(np.int64),
+    }).sort_values(["user_id", "first_seen", "first_row"], kind="stable", ignore_index=True)
+    pairs["pct_viewed"] = pairs["lessons_viewed"].to_numpy() / pairs["course_id"].map(lessons_in).to_numpy(np.float64)
+    users_before = int(pairs["user_id"].nunique())
+    kept, removed = filter_users(pairs, sessions, cfg)
+    ratings = rate_kept_pairs(kept, cfg)
+    return ratings.astype({"user_id": "str", "course_id": "str", "split": "str"}), {
+        "users_before_filters": users_before, "users_removed": removed}
 
 
 def rate_events_spark(events: pd.DataFrame, cfg: RatingsConfig, source: str = "events"):
