@@ -58,3 +58,20 @@ def write_json_atomic(obj: Any, path: str | Path, **dumps_kwargs: Any) -> Path:
 def write_parquet_atomic(frame, path: str | Path) -> Path:
     """A pandas frame to Parquet (no index)."""
     return atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def link_atomic(source: str | Path, target: str | Path) -> Path:
+    """`target` becomes a hard link to `source`: one file on disk under two names (renamed into place;
+    a copy where the file system has no hard links)."""
+    import shutil
+
+    target = Path(target)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+    return target

@@ -2,7 +2,9 @@
 
 
 class DeeprecError(Exception):
-    """A mistake in the user's input, data or configuration (not a bug in deeprec)."""
+    """A mistake in the user's input, data or configuration (not a bug in deeprec); the CLIs exit with exit_code."""
+
+    exit_code = 2
 
 
 class DataError(DeeprecError):

@@ -1,7 +1,7 @@
 """The one interface every recommender implements (deep, classic, bandit).
 
 Callers (training, evaluation, scoring, other models) use only what is declared here, so they never
-ask what a model is: the typed `config`, `fit`, `observe`, `score`, `recommend`, `eval`/`train`,
+ask what a model is: the typed `config`, `check_data`, `fit`, `observe`, `score`, `recommend`, `eval`/`train`,
 `to`, the optional capabilities `item_embeddings` and `explain` (None where a model has none), and
 the persistence methods. A recommender's state is a flat dict of tensors and its constructor
 arguments are JSON-able values, so checkpoints load with `torch.load(weights_only=True)`.
@@ -69,6 +69,10 @@ class Recommender(ABC):
         self.config = self.config_class(**{"name": self.name, **config}).check()
 
     # -- training ------------------------------------------------------------------------------
+    def check_data(self, data: "InteractionData") -> None:
+        """Raise DataError / ConfigError when `data` cannot train this model (what fit would need:
+        features, memory, non-zero ratings); cheap, called before any model is trained."""
+
     @abstractmethod
     def fit(self, data: "InteractionData", trainer=None, ckpt_path: str | None = None) -> "Recommender":
         """Learn from data's train split (valid for early stopping). `trainer` and `ckpt_path` (the
@@ -140,10 +144,15 @@ class Recommender(ABC):
         return {"n_users": self.n_users, "n_items": self.n_items, "seed": self.seed, **fields}
 
     @classmethod
+    def init_arg_names(cls) -> set[str]:
+        """The names the constructor takes: its own parameters and the config's fields."""
+        return set(inspect.signature(cls.__init__).parameters) | {f.name for f in dataclasses.fields(cls.config_class)}
+
+    @classmethod
     def from_init_args(cls, args: dict[str, Any]) -> "Recommender":
         """An empty instance from a checkpoint's init_args; keys this version no longer has (an older
         checkpoint's) are dropped with a warning, so existing checkpoints keep loading."""
-        known = set(inspect.signature(cls.__init__).parameters) | {f.name for f in dataclasses.fields(cls.config_class)}
+        known = cls.init_arg_names()
         retired = sorted(set(args) - known)
         if retired:
             log.warning("model %s: ignoring checkpoint argument(s) %s (not used by this version)", cls.name, retired)

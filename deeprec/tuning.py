@@ -118,6 +118,7 @@ def tune_model(cfg: DictConfig, name: str, section: DictConfig, data, n_trials: 
             run_cfg.model = OmegaConf.merge(section, values)
             run_cfg.run_dir = str(trials_dir / f"trial-{trial.number:03d}")
             run_cfg.resume = False
+            run_cfg.tune = 0  # a trial is one plain run
         pruning = OptunaPruning(trial, monitor)
         result = run_training(run_cfg, data=data, callbacks=[pruning], test=False)
         value = float(result.valid_metrics.get(cfg.eval.monitor, float("nan")))

@@ -6,8 +6,8 @@ import importlib
 import sys
 
 
-def run_cli(module: str, argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
-    """main() of `module` (e.g. "deeprec.cli.train") with sys.argv = argv: (exit code, stderr)."""
+def run_cli_output(module: str, argv: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
+    """main() of `module` (e.g. "deeprec.cli.train") with sys.argv = argv: (exit code, stdout, stderr)."""
     main = importlib.import_module(module).main
     monkeypatch.setattr(sys, "argv", [module, *argv])
     capsys.readouterr()
@@ -15,5 +15,22 @@ def run_cli(module: str, argv: list[str], monkeypatch, capsys) -> tuple[int, str
         main()
         code = 0
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    return code, capsys.readouterr().err
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def run_cli(module: str, argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
+    """main() of `module` with sys.argv = argv: (exit code, stderr)."""
+    code, _, err = run_cli_output(module, argv, monkeypatch, capsys)
+    return code, err
+
+
+def one_line_error(code: int, err: str, *fragments: str) -> str:
+    """Assert a deeprec user error: exit 2, one line on stderr, no traceback, naming every fragment."""
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

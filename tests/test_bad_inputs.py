@@ -219,7 +219,7 @@ def test_ratings_all_rows_rejected_is_an_empty_result_then_a_clear_data_error(tm
     result = rated(write(tmp_path, "bad.csv", HEADER + ",0,/c/x/l1\na,x,/c/x/l1\n"), False)
     assert result.summary["rows_rejected"] == {"missing_user": 1, "bad_timestamp": 1, "duplicate": 0}
     assert len(result.ratings) == 0
-    with pytest.raises(DataError, match=r"bad\.csv: no ratings left after the filters"):
+    with pytest.raises(DataError, match=r"bad\.csv: no ratings: all 2 rows were rejected \(bad_timestamp 1, missing_user 1\)"):
         ratings_to_interactions(result)
 
 
@@ -432,7 +432,8 @@ def test_checkpoint_of_another_model_is_refused(pop_ckpt, tmp_path):
         load_recommender(pop_ckpt, expect_model="ncf")
     ckpt = torch.load(pop_ckpt, weights_only=True)
     ckpt["deeprec"]["model"] = "ease"
-    ckpt["deeprec"]["init_args"] = {"n_users": 1, "n_items": 1}
+    meta = ckpt["deeprec"]
+    meta["init_args"] = {"n_users": len(meta["user_ids"]), "n_items": len(meta["item_ids"])}
     torch.save(ckpt, tmp_path / "relabelled.ckpt")
     with pytest.raises(CheckpointError, match=r"relabelled\.ckpt does not match model 'ease'"):
         load_recommender(tmp_path / "relabelled.ckpt")

@@ -55,20 +55,24 @@ def test_fresh_run_replaces_earlier_outputs_and_files_are_world_readable(tiny_ta
     from deeprec.cli.train import run_training
 
     run_dir = tmp_path / "run"
-    overrides = ["data=interactions", f"data.path={tiny_table}", "model=pop", f"run_dir={run_dir}", "seed=1"]
+    dirty = tmp_path / "dirty.csv"  # the same table with one row repeated: the first run writes rejects.parquet
+    dirty.write_text(tiny_table.read_text() + tiny_table.read_text().splitlines()[1] + "\n")
+    overrides = ["data=interactions", "model=pop", f"run_dir={run_dir}", "seed=1"]
     from deeprec.atomic import default_file_mode
 
     old_umask = os.umask(0o022)
     default_file_mode.cache_clear()  # the mode is read once per process
     try:
-        run_training(_cfg("train", overrides))
-        (run_dir / "rejects.parquet").write_text("x")  # left over from an earlier run on dirtier data
-        run_training(_cfg("train", overrides))
+        run_training(_cfg("train", [*overrides, f"data.path={dirty}"]))
+        assert (run_dir / "rejects.parquet").exists()
+        (run_dir / "my-notes.txt").write_text("x")  # the user's: never deeprec's to remove
+        run_training(_cfg("train", [*overrides, f"data.path={tiny_table}"]))
     finally:
         os.umask(old_umask)
         default_file_mode.cache_clear()
     assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 1
-    assert not (run_dir / "rejects.parquet").exists()
+    assert not (run_dir / "rejects.parquet").exists()  # the earlier run's, replaced by nothing
+    assert (run_dir / "my-notes.txt").read_text() == "x"
     for name in ("metrics.json", "config.yaml", "checkpoints/last.ckpt", "id_maps/items.parquet"):
         assert stat.S_IMODE((run_dir / name).stat().st_mode) == 0o644, name
 

@@ -3,7 +3,7 @@ RecommenderBaseTestMixin and LensKit's ScorerTests do): a new model, one file pl
 conf/model/, is covered here without editing this file.
 
 For each model on a tiny dataset: the declared interface (typed config = the YAML's keys, init_args,
-the run's seed, eval/train, the optional capabilities), fit, score shape and dtype, seen items
+the run's seed, eval/train, the optional capabilities), check_data, fit, score shape and dtype, seen items
 excluded from recommend() against a brute-force ranking, the checkpoint round trip, the shared
 evaluation and batch scoring through the interface, and seed determinism.
 """
@@ -102,6 +102,14 @@ def test_declares_the_interface(name, data):
     assert cls.from_init_args({**args, "retired_key": 1}).init_args() == args  # an older checkpoint's key is dropped
     assert model.eval() is model and model.train() is model
     assert isinstance(model.uses_trainer, bool)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_check_data_accepts_the_data_fit_trains_and_changes_nothing(name, data):
+    # deeprec-train and deeprec-compare call check_data on every model before any of them trains
+    model = build_model(section(name), data, seed=3)
+    before = model.init_args()
+    assert model.check_data(data) is None and model.init_args() == before
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -186,7 +186,7 @@ def test_run_dir_that_cannot_be_created_is_a_one_line_error(table, tmp_path, mon
     blocker.write_text("a file, not a folder")
     argv = ["data=interactions", f"data.path={table}", "model=pop", f"run_dir={blocker / 'run'}"]
     code, err = run_cli("deeprec.cli.train", argv, monkeypatch, capsys)
-    assert code == 2 and err.strip() == f"deeprec-train: error: run_dir {blocker / 'run'} is not writable (Not a directory)"
+    assert code == 2 and err.strip() == f"deeprec-train: error: run_dir={blocker / 'run'} is not writable (Not a directory)"
 
 
 def test_unwritable_run_dir_and_outputs_are_one_line_errors(table, ease_ckpt, tmp_path, monkeypatch, capsys):
@@ -205,7 +205,7 @@ def test_unwritable_run_dir_and_outputs_are_one_line_errors(table, ease_ckpt, tm
     monkeypatch.setattr(tempfile, "mkstemp", denied)
     argv = ["data=interactions", f"data.path={table}", "model=pop", f"run_dir={tmp_path / 'locked'}"]
     code, err = run_cli("deeprec.cli.train", argv, monkeypatch, capsys)
-    assert code == 2 and err.strip() == f"deeprec-train: error: run_dir {tmp_path / 'locked'} is not writable (Permission denied)"
+    assert code == 2 and err.strip() == f"deeprec-train: error: run_dir={tmp_path / 'locked'} is not writable (Permission denied)"
     monkeypatch.setattr(tempfile, "mkstemp", real_mkstemp)
 
     blocker = tmp_path / "blocker"
@@ -213,11 +213,11 @@ def test_unwritable_run_dir_and_outputs_are_one_line_errors(table, ease_ckpt, tm
     log = tmp_path / "log.csv"
     log.write_text("user_id,timestamp,url\na,0,/c/x/l1\na,5,/c/x/l2\na,9,/c/y/l1\na,12,/c/z/l1\n")
     code, err = run_cli("deeprec.cli.ratings", [f"input={log}", f"output={blocker / 'out'}"], monkeypatch, capsys)
-    assert code == 2 and err.startswith(f"deeprec-ratings: error: cannot write {blocker}"), err
+    assert code == 2 and err.startswith(f"deeprec-ratings: error: output={blocker / 'out'} is not writable"), err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     code, err = run_cli("deeprec.cli.score", [f"ckpt={ease_ckpt}", f"output={blocker / 'scores'}", "progress=false"],
                         monkeypatch, capsys)
-    assert code == 2 and err.startswith(f"deeprec-score: error: cannot write {blocker}"), err
+    assert code == 2 and err.startswith(f"deeprec-score: error: output={blocker / 'scores'} is not writable"), err
     assert len(err.strip().splitlines()) == 1
 
 

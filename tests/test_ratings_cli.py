@@ -48,7 +48,7 @@ def test_cli_writes_the_output_folder_and_honours_overrides(tmp_path, log_csv):
                "ratings.min_lesson_seconds=10", "ratings.max_courses=null"], cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert sorted(p.name for p in out.iterdir()) == [
-        "lesson_durations.parquet", "ratings.parquet", "rejects.parquet", "summary.json"]
+        ".deeprec", "lesson_durations.parquet", "ratings.parquet", "rejects.parquet", "summary.json"]
     ratings = pd.read_parquet(out / "ratings.parquet")
     assert list(ratings.columns) == ["user_id", "course_id", "rating", "pct_viewed", "lessons_viewed", "first_seen", "split"]
     # by hand: lessons_in: x 2, y 1, z 2 (n1, n2). a: x l1 60 s, l2 40 s (2/2), y 60 s (1/1),

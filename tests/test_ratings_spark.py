@@ -129,18 +129,30 @@ def test_hand_made_logs_equal_the_pandas_engine_and_the_hand_worked_values(name)
     {"threshold": "per_user", "penalty": "quadratic", "min_lesson_seconds": 60.0, "min_sessions": 2, "max_courses": 4},
     {"penalty": "linear", "timestamp_unit": "s", "min_courses": 3, "view_events": ["pageview", "click"]},
 ], ids=["global-log-gap-5", "per-user-quadratic-filters", "linear-unit-s-views"])
-def test_generated_edge_case_logs_with_every_setting(changes):
-    both(edge_case_log(seed=3), **changes)
+def test_generated_edge_case_logs_with_every_setting(changes, tmp_path):
+    """Equal results under each group of settings; write_outputs of the Spark result is the pandas
+    folder, and re-rating it (the cached pairs) gives the pandas re-rating."""
+    a, b = both(edge_case_log(seed=3), **changes)
+    write_outputs(a, tmp_path / "a")
+    write_outputs(b, tmp_path / "b")
+    for name in ("ratings", "lesson_durations", "rejects"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a" / f"{name}.parquet"),
+                                      pd.read_parquet(tmp_path / "b" / f"{name}.parquet"), check_exact=False, rtol=0, atol=1e-6)
+    for strategy in ({"threshold": "global", "penalty": "log"}, {"threshold": "per_user", "penalty": "sqrt"}):
+        pd.testing.assert_frame_equal(a.rerate(**strategy), b.rerate(**strategy), check_exact=False, rtol=0, atol=1e-6)
 
 
-def test_synthetic_generator_log_with_a_catalogue(tmp_path):
+@pytest.mark.parametrize("n", [5_000, pytest.param(300_000, marks=pytest.mark.slow)])
+def test_synthetic_generator_log_with_a_catalogue(tmp_path, n):
+    """The generator's ISO-timestamped, unsorted log with a course catalogue (300k: run by
+    scripts/bench_ratings.py --slow-tests)."""
     from deeprec.data.synthetic import SyntheticConfig, course_catalogue, generate_events
 
     gen = SyntheticConfig(seed=5, timestamp_format="iso", sort_by_time=False)
     catalogue = tmp_path / "catalogue.csv"
     course_catalogue(gen)[["course_id", "n_lessons"]].to_csv(catalogue, index=False)
-    a, b = both(generate_events(30_000, cfg=gen), min_courses=3, catalogue=str(catalogue))
-    assert len(b.ratings) > 100 and b.summary["rows_in"] == 30_000
+    a, b = both(generate_events(n, cfg=gen), min_courses=3, catalogue=str(catalogue))
+    assert len(b.ratings) > n // 50 and b.summary["rows_in"] == n
 
 
 # -- timestamps: the Spark expressions against parse_timestamps_us -----------------------------------
@@ -239,12 +251,17 @@ def test_folder_of_csv_tsv_and_parquet_files(tmp_path):
     folder.mkdir()
     frame = edge_case_log(seed=5, n=900)
     frame.iloc[:300].to_csv(folder / "a.csv", index=False)
-    frame.iloc[300:600].drop(columns="event").to_csv(folder / "b.tsv", index=False, sep="\t")
+    frame.iloc[300:600].to_csv(folder / "b.tsv", index=False, sep="\t")
     third = frame.iloc[600:].copy()
     third["user_id"] = pd.to_numeric(third["user_id"], errors="coerce").astype("Int64")
     third["timestamp"] = 1_600_000_000 + np.arange(len(third), dtype=np.int64) * 37  # an integer column
     third.to_parquet(folder / "c.parquet", index=False)
     both_files(folder)
+    # the same-columns rule (safety, issue 14): a file of the folder without `event` is refused by both engines
+    frame.iloc[300:600].drop(columns="event").to_csv(folder / "b.tsv", index=False, sep="\t")
+    for engine in ("pandas", "spark"):
+        with pytest.raises(DataError, match=r"b\.tsv: lacks the column\(s\) 'event' that a\.csv has"):
+            rate_log(folder, RatingsConfig(min_courses=1, engine=engine), out_of_core=False)
 
 
 def test_parquet_course_lesson_columns_integer_users_and_ns_timestamps(tmp_path):
@@ -269,7 +286,10 @@ def test_cli_engine_spark_writes_the_same_folder(tmp_path, monkeypatch, capsys):
     code, err = run_cli("deeprec.cli.ratings", [f"input={path}", f"output={tmp_path / 'sp'}", "ratings.min_courses=1", "engine=spark",
                                                  "spark.shuffle_partitions=3"], monkeypatch, capsys)
     assert code == 0, err
-    assert sorted(p.name for p in (tmp_path / "sp").iterdir()) == ["lesson_durations.parquet", "ratings.parquet", "rejects.parquet", "summary.json"]
+    # beside deeprec's ownership marker (.deeprec/, deeprec.outputs) the four files of the pandas engine
+    assert sorted(p.name for p in (tmp_path / "sp").iterdir()) == [".deeprec", "lesson_durations.parquet", "ratings.parquet",
+                                                                   "rejects.parquet", "summary.json"]
+    assert sorted(p.name for p in (tmp_path / "sp").iterdir()) == sorted(p.name for p in (tmp_path / "pd").iterdir())
     for name in ("ratings", "lesson_durations", "rejects"):
         pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "pd" / f"{name}.parquet"),
                                       pd.read_parquet(tmp_path / "sp" / f"{name}.parquet"), check_exact=False, rtol=0, atol=1e-6)
@@ -304,17 +324,6 @@ def test_data_configs_take_the_engine(tmp_path):
     a = synthetic.load(scfg)
     b = synthetic.load(dataclasses.replace(scfg, ratings=dataclasses.replace(scfg.ratings, engine="pandas")))
     pd.testing.assert_frame_equal(a.frame, b.frame, check_exact=False, rtol=0, atol=1e-6)
-
-
-def test_write_outputs_of_a_spark_result_is_the_pandas_folder(tmp_path):
-    a, b = both(edge_case_log(seed=8))
-    write_outputs(a, tmp_path / "a")
-    write_outputs(b, tmp_path / "b")
-    for name in ("ratings", "lesson_durations", "rejects"):
-        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a" / f"{name}.parquet"),
-                                      pd.read_parquet(tmp_path / "b" / f"{name}.parquet"), check_exact=False, rtol=0, atol=1e-6)
-    assert b.rerate(threshold="global", penalty="log").equals(a.rerate(threshold="global", penalty="log")) or \
-        np.allclose(b.rerate(threshold="global").rating, a.rerate(threshold="global").rating, atol=1e-6)
 
 
 # -- bad input: the pandas engine's errors -------------------------------------------------------------

@@ -80,9 +80,13 @@ def resume_with_evil_last(tmp_path_factory):
     pd.DataFrame({"user_id": rng.integers(0, 20, 200), "item_id": rng.integers(0, 15, 200),
                   "timestamp": rng.integers(0, 10**6, 200)}).drop_duplicates(["user_id", "item_id"]).to_csv(table, index=False)
     run_dir = folder / "run"
-    (run_dir / "checkpoints").mkdir(parents=True)
     marker = folder / "pwned"
-    evil_checkpoint(run_dir / "checkpoints" / "last.ckpt", marker)
+    from deeprec.outputs import claim_output
+
+    with claim_output(run_dir, "deeprec-train", key="run_dir") as out:  # a run_dir of deeprec's whose last.ckpt was swapped
+        out.make_folders("checkpoints")
+        out.own(["checkpoints/last.ckpt"])
+        evil_checkpoint(run_dir / "checkpoints" / "last.ckpt", marker)
     argv = ["data=interactions", f"data.path={table}", "model=ncf", "model.gmf_dim=4", "model.mlp_dim=4",
             "model.mlp_layers=[8]", "trainer.max_epochs=1", f"run_dir={run_dir}", "resume=true"]
     mp = _pytest.monkeypatch.MonkeyPatch()
@@ -217,7 +221,8 @@ def test_hostile_ids_stay_data_in_ratings_outputs(tmp_path):
     result = rate_events(log, RatingsConfig(min_courses=1))
     write_outputs(result, out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    assert sorted(p.name for p in out.iterdir()) == ["lesson_durations.parquet", "ratings.parquet", "rejects.parquet", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".deeprec", "lesson_durations.parquet", "ratings.parquet",
+                                                      "rejects.parquet", "summary.json"]
     ratings = pd.read_parquet(out / "ratings.parquet")
     assert set(ratings["user_id"]) == set(HOSTILE_IDS) and set(ratings["course_id"]) == {"../../etc", "/abs", "c\x00d"}
 

@@ -168,7 +168,7 @@ def test_write_events_round_trip(tmp_path, fmt, part_rows):
     cfg = dataclass_replace(SMALL, block_events=1_000)
     target = tmp_path / ("log." + fmt if part_rows is None else "log")
     write_events(target, 2_300, seed=2, cfg=cfg, format=fmt, part_rows=part_rows)
-    files = sorted(target.glob("*")) if part_rows else [target]
+    files = sorted(target.glob("part-*")) if part_rows else [target]
     if part_rows:
         assert all(len(read(f, fmt)) <= part_rows for f in files)
     back = pd.concat([read(f, fmt) for f in files], ignore_index=True)
@@ -199,6 +199,26 @@ def test_write_events_is_atomic(tmp_path, monkeypatch):
         write_events(target, 800, seed=1, cfg=SMALL)
     pd.testing.assert_frame_equal(pd.read_parquet(target), before)  # the old log is untouched
     assert [p.name for p in tmp_path.iterdir()] == ["log.parquet"]
+
+
+def test_write_events_never_writes_over_what_deeprec_did_not_write(tmp_path):
+    # case: output-foreign-folder (the synthetic generator): a user's folder or file is refused and kept
+    from deeprec.errors import ConfigError
+
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    (tmp_path / "mine.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ConfigError, match="deeprec did not create"):
+        write_events(folder, 100, seed=0, cfg=SMALL, part_rows=50)
+    with pytest.raises(ConfigError, match="deeprec did not write"):
+        write_events(tmp_path / "mine.csv", 100, seed=0, cfg=SMALL)
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"] and (tmp_path / "mine.csv").read_text() == "a,b\n1,2\n"
+    write_events(tmp_path / "parts", 100, seed=0, cfg=SMALL, part_rows=50)  # its own folder: rewritten,
+    (tmp_path / "parts" / "notes.txt").write_text("mine")  # and what others add stays
+    write_events(tmp_path / "parts", 60, seed=0, cfg=SMALL, part_rows=50)
+    assert sorted(p.name for p in (tmp_path / "parts").glob("part-*")) == ["part-00000.parquet", "part-00001.parquet"]
+    assert (tmp_path / "parts" / "notes.txt").read_text() == "mine"
 
 
 def test_command_line(tmp_path, capsys):

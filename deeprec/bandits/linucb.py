@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from deeprec.config import check_choice
+from deeprec.console import progress
 from deeprec.errors import ConfigError
 from deeprec.ranking import mask_excluded, topk_with_pads
 
@@ -203,7 +204,7 @@ class BatchedLinUCB:
         bounds = torch.cat([run_start, run_start.new_tensor([len(sorted_users)])]).tolist()
         levels, runs_per_level = torch.unique_consecutive(level.index_select(0, run_users), return_counts=True)
         first_run = 0
-        for lev, n_runs in zip(levels.tolist(), runs_per_level.tolist()):
+        for lev, n_runs in progress(list(zip(levels.tolist(), runs_per_level.tolist())), "linucb: fitting users by history length"):
             length = 1 << lev
             step = max(1, self.chunk_elements // (length * (d + 1)))
             for a in range(first_run, first_run + n_runs, step):  # chunks of users bound the padded block

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deeprec.atomic import write_bytes_atomic
 from deeprec.bandits.linucb import BatchedLinUCB
 
 
@@ -145,8 +146,7 @@ def save_curves(curves: dict[str, torch.Tensor], png_path: str | Path, log_dir: 
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    Path(png_path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, dpi=120)
+    write_bytes_atomic(png_path, lambda fh: fig.savefig(fh, format="png", dpi=120))
     plt.close(fig)
     if log_dir is not None:
         from torch.utils.tensorboard import SummaryWriter

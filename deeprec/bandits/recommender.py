@@ -84,14 +84,35 @@ def read_feature_table(path: str, item_ids: np.ndarray) -> np.ndarray:
     file = Path(path)
     if not file.is_file():
         raise DataError(f"model.feature_path={path} does not exist; give a Parquet/CSV table item_id + numeric columns")
-    table = pd.read_parquet(file) if file.suffix.lower() == ".parquet" else pd.read_csv(file, sep=None, engine="python")
+    from deeprec.data.tables import read_table
+
+    table = read_table(file, dtype={"item_id": str})
     if "item_id" not in table.columns:
         raise DataError(f"{path}: required column 'item_id' is missing (columns: {list(table.columns)})")
     numeric = table.drop(columns=["item_id"]).select_dtypes("number")
     if numeric.shape[1] == 0:
         raise DataError(f"{path}: no numeric feature column besides item_id")
     numeric.index = table["item_id"].astype(str)
+    check_feature_values(numeric.to_numpy(np.float64), list(numeric.columns), numeric.index.to_numpy(), path)
     return aligned_rows(numeric.to_numpy(np.float64), numeric.index.to_numpy(), item_ids, path)
+
+
+MAX_FEATURE = 1e6  # |x| above this loses the float32 precision of A = λI + DᵀD (sums of squares of x)
+
+
+def check_feature_values(x: np.ndarray, columns: list, ids: np.ndarray, source: str) -> None:
+    """x [n, d]: every arm feature finite and at most MAX_FEATURE in size, else one line naming the
+    column and the item."""
+    bad = ~np.isfinite(x) | (np.abs(np.nan_to_num(x, nan=0.0, posinf=np.inf, neginf=np.inf)) > MAX_FEATURE)
+    if not bad.any():
+        return
+    row, col = (int(i[0]) for i in np.nonzero(bad))
+    value = x[row, col]
+    why = ("is not a finite number" if not np.isfinite(value) else
+           f"is larger than {MAX_FEATURE:g} (LinUCB's sums of squares would lose precision; rescale it "
+           "or set model.standardize_features=true)")
+    raise DataError(f"{source}: feature column {columns[col]} of item {str(ids[row])!r} is {value!r}, which {why}; "
+                    f"{int(bad.sum())} value(s) like it")
 
 
 def aligned_rows(values: np.ndarray, ids: np.ndarray, item_ids: np.ndarray, source: str) -> np.ndarray:
@@ -135,14 +156,28 @@ class LinUCBRecommender(Recommender):
         self.watched = sp.csr_matrix((self.n_users, self.n_items), dtype=np.float32)
 
     # -- fitting --------------------------------------------------------------------------------
+    def check_data(self, data) -> None:
+        """What the configured arm features, exploration and reward need from the data, before any training."""
+        c = self.config
+        behaviour = data.extras.get("video_behaviour") is not None
+        if c.features == "video_stats" and not behaviour:
+            raise DataError(
+                f"model=linucb: model.features=video_stats needs the Coursera behaviour table (data=coursera); "
+                f"data={data.name} has none: use model.features=item_features, table or embeddings"
+            )
+        if c.features == "item_features" and data.item_features is None:
+            raise DataError(f"model=linucb: model.features=item_features but data={data.name} has no item features")
+        if c.features in ("table", "embeddings") and not Path(c.feature_path).is_file():
+            raise DataError(f"model=linucb: model.feature_path={c.feature_path} does not exist (model.features={c.features})")
+        if c.alpha_mode == "personalised" and c.features != "video_stats":
+            raise ConfigError("model=linucb: model.alpha_mode=personalised needs the video difficulty: use model.features=video_stats")
+        if c.reward != "rating" and not behaviour and c.reward != "fracComp":
+            raise DataError(f"model=linucb: model.reward={c.reward!r} needs the Coursera behaviour table; data={data.name} has none")
+
     def _arm_features(self, data, rows: pd.DataFrame | None) -> np.ndarray:
         c = self.config
+        self.check_data(data)
         if c.features == "video_stats":
-            if rows is None:
-                raise DataError(
-                    f"model.features=video_stats needs the Coursera behaviour table (data=coursera); data={data.name} "
-                    "has none: use model.features=item_features, table or embeddings"
-                )
             x = video_features(rows, rows["user"].to_numpy(), rows["item"].to_numpy(), data.n_users, data.n_items,
                                c.p, c.q, c.max_rewinds)
         elif c.features == "item_features":
@@ -156,7 +191,15 @@ class LinUCBRecommender(Recommender):
         if c.standardize_features:
             scale = x.std(0)
             x = (x - x.mean(0)) / np.where(scale > 0, scale, 1.0)
-        return x
+        check_feature_values(x, [f"{c.features}[{j}]" for j in range(x.shape[1])], np.asarray(data.item_ids), f"model.features={c.features}")
+        return np.array(x, dtype=np.float64)  # a writable copy (a read-only frame view would make torch warn)
+
+    def report_cost(self, dim: int) -> None:
+        """What d features cost: one d x d ridge matrix per user in every checkpoint, A and A⁻¹ in memory."""
+        per_matrix = self.n_users * dim * dim * torch.finfo(resolve_dtype(self.config.dtype)).bits / 8 / 2**20
+        line = (f"linucb: {dim} features per arm: {self.n_users} users x {dim} x {dim} ridge matrices "
+                f"({self.config.dtype}) = {per_matrix:,.1f} MB in each checkpoint, about {2 * per_matrix:,.1f} MB in memory")
+        (log.warning if per_matrix > 1024 else log.info)(("WARNING: " if per_matrix > 1024 else "") + line)
 
     def _history(self, data, splits: tuple[str, ...]):
         """(rows with user/item/reward, behaviour rows or None) of the known history in `splits`."""
@@ -194,6 +237,7 @@ class LinUCBRecommender(Recommender):
             self.dif = torch.from_numpy(x[:, VIDEO_FEATURES.index("dif")].copy())
         elif self.config.alpha_mode == "personalised":
             raise ConfigError("model.alpha_mode=personalised needs the video difficulty: use model.features=video_stats")
+        self.report_cost(x.shape[1])
         self.bandit = self._new_bandit(x.shape[1])
         self._fit_users(data, ("train",))
         return self

@@ -53,20 +53,25 @@ class EASE(HistoryRecommender):
     def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, **config) -> None:
         super().__init__(n_users, n_items, seed, **config)
         self.dtype = resolve_dtype(self.config.dtype)
-        self.weights = torch.zeros(self.n_items, self.n_items)
+        self.weights = torch.zeros(0, 0)  # [n_items, n_items] after fit: never allocated before the memory check
 
     def dense_gb(self, n_items: int) -> float:
         """Memory of the fit: the Gram matrix, its Cholesky factor and the inverse, I x I each."""
         return 3 * n_items**2 * torch.finfo(self.dtype).bits / 8 / 1e9
 
-    def fit(self, data, trainer=None, ckpt_path=None) -> "EASE":
-        """Closed form on self.device (set by to(); the run's `device`)."""
+    def check_data(self, data) -> None:
+        """The memory check, before anything of size I x I exists (and the zero-ratings check)."""
+        super().check_data(data)
         need = self.dense_gb(data.n_items)
         if need > self.config.max_dense_gb:
             raise ConfigError(
                 f"model=ease: {data.n_items} items need about {need:.1f} GB of dense I x I matrices, over "
                 f"model.max_dense_gb={self.config.max_dense_gb}; raise max_dense_gb, filter rare items, or use itemknn/mf"
             )
+
+    def fit(self, data, trainer=None, ckpt_path=None) -> "EASE":
+        """Closed form on self.device (set by to(); the run's `device`)."""
+        self.check_data(data)
         self.n_users, self.n_items = data.n_users, data.n_items
         self.history = self.history_matrix(data, "train")
         self.weights = ease_weights(self.gram(), self.config.l2)

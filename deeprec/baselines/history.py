@@ -13,6 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from deeprec.errors import DataError
 from deeprec.recommender import Recommender, csr_to_tensors, tensors_to_csr
 
 
@@ -46,8 +47,20 @@ class HistoryRecommender(Recommender):
         super().__init__(n_users, n_items, seed, **config)
         self.history = sp.csr_matrix((self.n_users, self.n_items), dtype=np.float32)
 
+    def check_data(self, data) -> None:
+        """A model that weighs interactions by their rating learns nothing when every train rating is 0."""
+        if self.config.binary:
+            return
+        ratings = data.rows("train")["rating"].to_numpy()
+        if len(ratings) and not (ratings != 0).any():
+            raise DataError(f"model={self.name}: every train rating is 0 ({len(ratings)} rows); model={self.name} weighs "
+                            "each interaction by its rating, so it has nothing to learn: give model.binary=true "
+                            "(every interaction counts 1) or ratings above 0")
+
     def history_matrix(self, data, splits) -> sp.csr_matrix:
         """The user x item matrix of `splits`: ratings, or 1.0 when the config has binary=True."""
+        if splits == "train":
+            self.check_data(data)
         matrix = data.matrix(splits, binary=self.config.binary)
         matrix.eliminate_zeros()
         return matrix

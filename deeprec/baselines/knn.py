@@ -14,6 +14,7 @@ import torch
 
 from deeprec.baselines.history import HistoryRecommender, sparse_product, sparse_tensor, sparse_times_dense_rows
 from deeprec.config import check_choice
+from deeprec.console import progress
 from deeprec.recommender import ModelConfig, csr_to_tensors, tensors_to_csr
 
 
@@ -39,7 +40,7 @@ def cosine_neighbours(
     transposed = vectors.T.tocsr()
     keep = min(neighbours, max(n - 1, 0))
     rows, cols, values = [], [], []
-    for start in range(0, n, chunk_size):
+    for start in progress(range(0, n, chunk_size), "knn: similarity blocks"):
         stop = min(start + chunk_size, n)
         block = (vectors[start:stop] @ transposed).toarray()
         if shrink != 0:

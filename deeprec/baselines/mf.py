@@ -17,6 +17,7 @@ import torch
 
 from deeprec.baselines.history import HistoryRecommender
 from deeprec.config import DTYPES, check_at_least, check_choice, resolve_dtype
+from deeprec.console import progress
 from deeprec.errors import DataError
 from deeprec.recommender import ModelConfig
 
@@ -139,7 +140,7 @@ class ALS(HistoryRecommender):
         users = torch.zeros(self.n_users, self.config.factors, dtype=dtype, device=self.device)
         self.loss_history = []
         self._track_loss(weights, users, items)
-        for _ in range(self.config.iterations):
+        for _ in progress(range(self.config.iterations), "mf: ALS iterations"):
             users = self.solve(weights, items)
             self._track_loss(weights, users, items)
             items = self.solve(weights_t, users)

@@ -7,9 +7,7 @@ import errno
 import functools
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
@@ -29,7 +27,8 @@ USER_OS_ERRORS = (
 
 def report_user_errors(prog: str) -> Callable:
     """Decorator: a DeeprecError, an unwritable/full disk or a non-finite training loss ends the
-    program with one line on stderr and exit code 2 (tracebacks are kept for bugs)."""
+    program with one line on stderr and exit code 2 (a SIGTERM during training: 143, after
+    deeprec.checkpointing wrote last.ckpt); tracebacks are kept for bugs."""
 
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
@@ -38,7 +37,7 @@ def report_user_errors(prog: str) -> Callable:
                 return fn(*args, **kwargs)
             except (DeeprecError, FloatingPointError) as exc:  # FloatingPointError: a NaN/inf loss, naming the step
                 print(f"{prog}: error: {exc}", file=sys.stderr)
-                sys.exit(getattr(exc, "exit_code", 2))
+                sys.exit(exc.exit_code if isinstance(exc, DeeprecError) else 2)  # 143: TrainingInterrupted (SIGTERM)
             except OSError as exc:
                 if exc.errno in USER_OS_ERRORS:
                     where = f" {exc.filename}" if exc.filename else ""
@@ -80,6 +79,13 @@ def data_config(section: DictConfig):
     return validate_section(section, module.CONFIG, f"data={name}")
 
 
+def data_inputs(section: DictConfig) -> list:
+    """The files a cfg.data section names (its log or table, the ratings catalogue): what an output
+    may not hold or lie inside (deeprec.outputs)."""
+    ratings = section.get("ratings") or {}
+    return [section.get("path"), ratings.get("catalogue")]
+
+
 def load_data(section):
     """The InteractionData named by cfg.data: a config section (validated here) or the dataclass
     data_config already returned (not validated twice)."""
@@ -118,19 +124,6 @@ def run_device(cfg: DictConfig) -> str:
 
     wants_gpu = cfg.trainer.accelerator in ("gpu", "cuda", "auto")
     return "cuda" if wants_gpu and torch.cuda.is_available() else "cpu"
-
-
-def ensure_writable_dir(path: str | Path) -> Path:
-    """Create `path` and check a file can be written there, with a clear error if not."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise ConfigError(f"run_dir {path} is not writable ({exc.strerror})") from None
-    return path
 
 
 def plain(cfg: DictConfig) -> dict:

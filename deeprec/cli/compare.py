@@ -14,15 +14,17 @@ from __future__ import annotations
 import copy
 import logging
 from importlib import resources
+from pathlib import Path
 
 import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from deeprec.cli.common import CONFIG_PATH, data_config, ensure_writable_dir, load_data, model_kwargs, report_user_errors
+from deeprec.cli.common import CONFIG_PATH, build_model, data_config, load_data, model_kwargs, report_user_errors
 from deeprec.errors import ConfigError
 
 log = logging.getLogger("deeprec.compare")
+
 
 def model_section(name: str, overrides: DictConfig | None) -> DictConfig:
     """conf/model/<name>.yaml (from the installed package) merged with the user's overrides."""
@@ -83,27 +85,65 @@ def data_for_seed(cfg: DictConfig, seed: int):
     return data_config(section)
 
 
+LEADERBOARD_FILES = ("leaderboard.csv", "leaderboard.md", "leaderboard.png")
+
+
+def compare_files(cfg: DictConfig, seeds: list[int]) -> list[str]:
+    """Every file of out_dir the compare itself writes (the runs' folders are deeprec-train's own)."""
+    files = list(LEADERBOARD_FILES)
+    if len(seeds) > 1:
+        files += [f"seed{seed}/leaderboard.{kind}" for seed in seeds for kind in ("csv", "md")]
+    if cfg.get("tune"):
+        files += [f"tuning/{name}.json" for name in cfg.models] + ["tuning/chosen.yaml"]
+    return files
+
+
 def compare(cfg: DictConfig) -> "pd.DataFrame":  # noqa: F821
-    from deeprec.atomic import write_text_atomic
-    from deeprec.cli.train import run_training
-    from deeprec.evaluation.metrics import PER_USER_METRICS
-    from deeprec.evaluation.report import across_seeds, across_seeds_markdown, leaderboard, plot, to_markdown
-    from deeprec.registry import BASELINES
+    """Check every model against the data, then train them one by one (per seed, after tuning); the
+    leaderboard of the models that finished is written even when a later one fails (the failure is
+    re-raised after it)."""
+    from deeprec.cli.train import run_inputs
+    from deeprec.data.intake import IntakeConfig, report_data
+    from deeprec.outputs import claim_output
 
     sections = validated_model_sections(cfg)
     seeds = run_seeds(cfg)
     data_cfgs = {seed: data_for_seed(cfg, seed) for seed in seeds}
-    out_dir = ensure_writable_dir(cfg.out_dir)
+    inputs = [path for section in sections.values() for path in run_inputs(cfg.data, section)]
+    with claim_output(cfg.out_dir, "deeprec-compare", key="out_dir", inputs=inputs) as out:
+        loaded = {}
+
+        def data_of(seed):
+            key = repr(data_cfgs[seed])
+            if key not in loaded:
+                loaded.clear()  # one dataset in memory at a time
+                loaded[key] = load_data(data_cfgs[seed])
+            return loaded[key]
+
+        data = data_of(seeds[0])
+        report_data(data, IntakeConfig(bool(cfg.get("strict", False)), float(cfg.get("max_reject_share", 0.5))))
+        for name in cfg.models:  # a model the data cannot train fails here, before any training
+            build_model(sections[name], data, seed=seeds[0]).check_data(data)
+        files = compare_files(cfg, seeds)
+        out.remove_owned(names=files)
+        out.own(files)
+        if len(seeds) > 1:
+            out.make_folders(*[f"seed{seed}" for seed in seeds])
+        if cfg.get("tune"):
+            out.make_folders("tuning")
+        return train_and_rank(cfg, sections, seeds, data_of, out.path)
+
+
+def train_and_rank(cfg: DictConfig, sections: dict[str, DictConfig], seeds: list[int], data_of,
+                   out_dir: Path) -> "pd.DataFrame":  # noqa: F821
+    """Tune (tune=N), train every model for every seed, write the leaderboards; returns the last one."""
+    from deeprec.atomic import write_text_atomic
+    from deeprec.cli.train import run_training
+    from deeprec.evaluation.metrics import PER_USER_METRICS
+    from deeprec.evaluation.report import across_seeds, across_seeds_markdown, plot
+    from deeprec.registry import BASELINES
+
     multi = len(seeds) > 1
-    loaded = {}
-
-    def data_of(seed):
-        key = repr(data_cfgs[seed])
-        if key not in loaded:
-            loaded.clear()  # one dataset in memory at a time
-            loaded[key] = load_data(data_cfgs[seed])
-        return loaded[key]
-
     if cfg.get("tune"):
         from deeprec.tuning import tune_model
 
@@ -118,26 +158,28 @@ def compare(cfg: DictConfig) -> "pd.DataFrame":  # noqa: F821
     per_seed, tables = {}, {}
     for seed in seeds:
         data = data_of(seed)
+        seed_dir = out_dir / f"seed{seed}" if multi else out_dir
         per_user, set_metrics = {}, {}
         for name in cfg.models:
             run_cfg = copy.deepcopy(cfg)
             with open_dict(run_cfg):
                 run_cfg.model = sections[name]
                 run_cfg.seed = seed
-                run_cfg.data = OmegaConf.structured(data_cfgs[seed]) if cfg.get("resplit") else cfg.data
+                run_cfg.tune = 0  # tuned above, once for every seed
+                run_cfg.data = OmegaConf.structured(data_for_seed(cfg, seed)) if cfg.get("resplit") else cfg.data
                 run_cfg.run_dir = str(out_dir / name / f"seed{seed}") if multi else str(out_dir / name)
             log.info("training %s on %s (seed %d)", name, data.name, seed)
-            result = run_training(run_cfg, data=data)
+            try:
+                result = run_training(run_cfg, data=data)
+            except BaseException as exc:
+                if per_user:
+                    write_leaderboard(cfg, data, per_user, set_metrics, seed_dir, seed, failed=(name, exc), with_plot=not multi)
+                raise
             truth = data.truth("test")[result.test_users]
             per_user[name] = per_user_values(result.test_topk, truth, cfg.eval.ks)
             set_metrics[name] = {k: v for k, v in result.metrics.items() if k.split("@")[0] not in PER_USER_METRICS}
-        table = leaderboard(per_user, set_metrics, BASELINES, cfg.report.test_metric)
-        title = f"{data.name}: {data.n_users} users, {data.n_items} items, seed {seed}"
-        seed_dir = ensure_writable_dir(out_dir / f"seed{seed}") if multi else out_dir
-        write_text_atomic(seed_dir / "leaderboard.csv", table.to_csv())
-        write_text_atomic(seed_dir / "leaderboard.md", to_markdown(table, cfg.report.metrics, cfg.report.test_metric, title))
+        table = write_leaderboard(cfg, data, per_user, set_metrics, seed_dir, seed, with_plot=not multi)
         if not multi:
-            plot(table, cfg.report.plot_metrics, out_dir / "leaderboard.png", title)
             print((out_dir / "leaderboard.md").read_text())
             return table
         per_seed[seed], tables[seed] = per_user, table
@@ -148,6 +190,28 @@ def compare(cfg: DictConfig) -> "pd.DataFrame":  # noqa: F821
     plot(summary, [cfg.report.test_metric], out_dir / "leaderboard.png", title)
     print((out_dir / "leaderboard.md").read_text())
     return summary
+
+
+def write_leaderboard(cfg, data, per_user, set_metrics, out_dir: Path, seed: int, failed=None,
+                      with_plot: bool = True) -> "pd.DataFrame":  # noqa: F821
+    """leaderboard.{csv,md[,png]} of the models in per_user; `failed` = (model, exception) notes the one that stopped."""
+    from deeprec.atomic import write_text_atomic
+    from deeprec.evaluation.report import leaderboard, plot, to_markdown
+    from deeprec.registry import BASELINES
+
+    table = leaderboard(per_user, set_metrics, BASELINES, cfg.report.test_metric)
+    title = f"{data.name}: {data.n_users} users, {data.n_items} items, seed {seed}"
+    markdown = to_markdown(table, cfg.report.metrics, cfg.report.test_metric, title)
+    if failed is not None:
+        name, exc = failed
+        markdown += (f"\n\n**Incomplete:** {name} failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                     f"the models after it in models={list(cfg.models)} did not run.\n")
+        log.warning("WARNING: %s failed; the leaderboard in %s has the %d models that finished", name, out_dir, len(per_user))
+    write_text_atomic(out_dir / "leaderboard.csv", table.to_csv())
+    write_text_atomic(out_dir / "leaderboard.md", markdown)
+    if with_plot:
+        plot(table, cfg.report.plot_metrics, out_dir / "leaderboard.png", title)
+    return table
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="compare", version_base="1.3")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import hydra
 from omegaconf import DictConfig
 
-from deeprec.cli.common import CONFIG_PATH, data_config, ensure_writable_dir, plain, report_user_errors
+from deeprec.cli.common import CONFIG_PATH, data_config, plain, report_user_errors
 from deeprec.config import check_at_least, validate_section
 from deeprec.errors import ConfigError
 
@@ -30,11 +30,14 @@ class LinUCBPaperConfig:
 
 
 def run_from_config(cfg: DictConfig) -> str:
-    """Validate the config, read and clean the table (SPEC 2.1), run the reproduction, write out_dir."""
+    """Validate the config, claim out_dir (deeprec.outputs: a folder of this experiment's, never one
+    holding other files or the table), read and clean the table (SPEC 2.1), run the reproduction,
+    and replace the earlier run's files there."""
     from deeprec.atomic import write_text_atomic
     from deeprec.data.adapters.coursera import FOLDER, clean_behaviour, read_behaviour
     from deeprec.data.adapters.shared_data import dataset_path
-    from deeprec.experiments.linucb_paper import reproduce
+    from deeprec.experiments.linucb_paper import RESULT_FILES, TENSORBOARD, reproduce
+    from deeprec.outputs import claim_output, event_file_pattern
 
     run = validate_section({k: v for k, v in plain(cfg).items() if k != "data"}, LinUCBPaperConfig, "linucb_paper")
     check_at_least(run, ("simulated_events",), prefix="linucb_paper")
@@ -43,13 +46,14 @@ def run_from_config(cfg: DictConfig) -> str:
     data = data_config(cfg.data)
     if not 0 < data.holdout_share < 1:
         raise ConfigError(f"data.holdout_share={data.holdout_share} must be between 0 and 1 (exclusive)")
-    out = ensure_writable_dir(run.out_dir)
     path = dataset_path(data.path, FOLDER, "coursera")
-    behaviour, rejects = clean_behaviour(read_behaviour(path), data.drop_empty, data.error_limits, str(path))
-    text, results = reproduce(behaviour, rejects, str(path), out, seed=run.seed, holdout_share=data.holdout_share,
-                              holdout_seed=data.seed, simulated_events=run.simulated_events)
-    write_text_atomic(out / "linucb_paper.md", text)
-    write_text_atomic(out / "linucb_paper.json", json.dumps(results, indent=2, default=float))
+    with claim_output(run.out_dir, "linucb_paper", key="out_dir", inputs=[path]) as out:
+        behaviour, rejects = clean_behaviour(read_behaviour(path), data.drop_empty, data.error_limits, str(path))
+        out.prepare(RESULT_FILES, [event_file_pattern(f"{TENSORBOARD}/simulated")], (TENSORBOARD, f"{TENSORBOARD}/simulated"))
+        text, results = reproduce(behaviour, rejects, str(path), out.path, seed=run.seed, holdout_share=data.holdout_share,
+                                  holdout_seed=data.seed, simulated_events=run.simulated_events)
+        write_text_atomic(out.path / "linucb_paper.md", text)
+        write_text_atomic(out.path / "linucb_paper.json", json.dumps(results, indent=2, default=float))
     print(text)
     return text
 

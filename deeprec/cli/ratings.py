@@ -15,23 +15,25 @@ log = logging.getLogger("deeprec.ratings")
 
 
 def run_ratings(cfg: DictConfig):
-    """Validate the config, rate the log (in memory or out-of-core), write the output folder."""
+    """Validate the config, claim the output folder, rate the log (in memory or out-of-core), write
+    the folder, and say what was read; no rating at all is an error naming the cause."""
+    from deeprec.data.intake import IntakeConfig, report_ratings
     from deeprec.data.ratings import RatingsConfig, rate_log, write_outputs
+    from deeprec.outputs import claim_output
 
     for key in ("input", "output"):
         if cfg.get(key) in (None, "???", ""):
             raise ConfigError(f"{key}= is required: deeprec-ratings input=LOG output=DIR")
     rcfg = validate_section(cfg.ratings, RatingsConfig, "ratings").check()
+    intake = validate_section({k: cfg.get(k) for k in ("strict", "max_reject_share") if k in cfg}, IntakeConfig,
+                              "config").check()
     mode = str(cfg.get("out_of_core", "auto")).lower()
     if mode not in ("auto", "true", "false"):
         raise ConfigError(f"out_of_core={mode!r} is not valid; choose auto, true or false")
-    result = rate_log(cfg.input, rcfg, out_of_core={"auto": None, "true": True, "false": False}[mode])
-    out = write_outputs(result, cfg.output)
-    s = result.summary
-    log.info(
-        "%s: %d rows, %d rejected, %d users x %d courses -> %d ratings in %s",
-        cfg.input, s["rows_in"], sum(s["rows_rejected"].values()), s["users"], s["courses"], s["ratings"], out,
-    )
+    with claim_output(cfg.output, "deeprec-ratings", key="output", inputs=[cfg.input, rcfg.catalogue]) as out:
+        result = rate_log(cfg.input, rcfg, out_of_core={"auto": None, "true": True, "false": False}[mode])
+        write_outputs(result, out)
+    report_ratings(result.summary, intake, where=str(out.path))
     return result
 
 

@@ -6,9 +6,9 @@ metrics.json (the shared evaluation of the test split) and id_maps/{users,items}
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,13 +17,13 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from deeprec.atomic import write_json_atomic, write_parquet_atomic, write_text_atomic
+from deeprec.atomic import link_atomic, write_json_atomic, write_parquet_atomic, write_text_atomic
 from deeprec.cli.common import (
     CONFIG_PATH,
     TrainerConfig,
     build_model,
     data_config,
-    ensure_writable_dir,
+    data_inputs,
     load_data,
     model_kwargs,
     plain,
@@ -31,6 +31,8 @@ from deeprec.cli.common import (
     run_device,
 )
 from deeprec.config import validate_section
+from deeprec.data.intake import IntakeConfig, report_data, report_evaluated
+from deeprec.errors import ConfigError
 from deeprec.evaluation.config import EvalConfig
 
 log = logging.getLogger("deeprec.train")
@@ -50,6 +52,8 @@ class RunConfig:
     seed: int = 0
     device: str | None = None  # cpu | cuda | cuda:N | auto; null: cuda when the trainer asks for a GPU
     resume: bool = False
+    strict: bool = False  # more than max_reject_share of the rows rejected is an error, not a warning
+    max_reject_share: float = 0.5
     tune: int = 0  # Optuna trials on the valid split before the run (deeprec.tuning)
     tune_timeout: float | None = None  # seconds of tuning
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -61,9 +65,12 @@ def validate_run(cfg: DictConfig) -> None:
     keys = {f.name for f in dataclasses.fields(RunConfig)}
     run = validate_section({k: v for k, v in plain(cfg).items() if k in keys}, RunConfig, "config")
     run.eval.check()
+    IntakeConfig(run.strict, run.max_reject_share).check()
     if run.checkpoint.every_n_epochs < 0 or run.checkpoint.every_seconds < 0:
         raise ConfigError("checkpoint.every_n_epochs and checkpoint.every_seconds must not be negative")
-    validate_section(cfg.trainer, TrainerConfig, "trainer")
+    trainer = validate_section(cfg.trainer, TrainerConfig, "trainer")
+    if trainer.max_epochs == 0 or trainer.max_epochs < -1:
+        raise ConfigError(f"trainer.max_epochs={trainer.max_epochs} trains nothing; give 1 or more (-1: until early stopping)")
     run_device(cfg)
 
 
@@ -98,20 +105,25 @@ def monitored_metric(cfg: DictConfig, data) -> str | None:
     return f"valid/{cfg.eval.monitor}" if data.truth("valid").nnz else None
 
 
+
 def make_trainer(cfg: DictConfig, data, run_dir: Path, logger, extra_callbacks=()):
     """A Lightning Trainer with the shared evaluation callback, early stopping on valid/<monitor>
-    (patience, min_delta) and deeprec's checkpoints (best weights in memory, few disk writes)."""
+    (patience, min_delta), the one-line epoch report and deeprec's checkpoints (best weights in
+    memory, few disk writes: deeprec.checkpointing is the one place a fit's checkpoints are written)."""
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping
 
     from deeprec.checkpointing import RunCheckpoints
-    from deeprec.evaluation.callbacks import FullRankingEvaluation
+    from deeprec.console import quiet_lightning
+    from deeprec.evaluation.callbacks import EpochLine, FullRankingEvaluation
 
+    quiet_lightning()
     tcfg = validate_section(cfg.trainer, TrainerConfig, "trainer")
     monitor = monitored_metric(cfg, data)
     callbacks = [FullRankingEvaluation(data, ks=cfg.eval.ks, batch_size=cfg.eval.batch_size), *extra_callbacks]
     if monitor is not None and cfg.eval.patience:
         callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=cfg.eval.patience, min_delta=cfg.eval.min_delta))
+    callbacks.append(EpochLine(monitor))
     checkpoints = cfg.get("checkpoint") or {}
     callbacks.append(RunCheckpoints(run_dir / "checkpoints", monitor, every_n_epochs=checkpoints.get("every_n_epochs", 0),
                                     every_seconds=checkpoints.get("every_seconds", 120.0)))
@@ -128,10 +140,11 @@ def make_trainer(cfg: DictConfig, data, run_dir: Path, logger, extra_callbacks=(
 
 
 def fit_model(cfg: DictConfig, data, run_dir: Path, logger, callbacks=()):
-    """Build and fit cfg.model on data; returns the best model (a Trainer's is reloaded from its checkpoint)."""
+    """Build and fit cfg.model on data; returns the best model (a Trainer's leaves fit with its best weights)."""
     from deeprec.checkpoint import save_checkpoint
 
     model = build_model(cfg.model, data, seed=cfg.seed)
+    model.check_data(data)
     device = run_device(cfg)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
@@ -152,8 +165,8 @@ def fit_model(cfg: DictConfig, data, run_dir: Path, logger, callbacks=()):
         model.cpu()
     else:
         model.to(device).fit(data)
-        save_checkpoint(model, data, last)
         save_checkpoint(model, data, ckpt_dir / "best.ckpt")
+        link_atomic(ckpt_dir / "best.ckpt", last)  # fitted once: best and last are one file
     return model
 
 
@@ -169,47 +182,88 @@ class TrainResult:
     test_topk: "torch.Tensor"  # noqa: F821  [U_test, max(ks)] item indices
 
 
-RUN_OUTPUTS = ("checkpoints/best.ckpt", "checkpoints/last.ckpt", "metrics.json", "valid_metrics.json", "rejects.parquet")
+# every file a run writes: by name, or by a name pattern (TensorBoard's files; the autoencoder's projector)
+RUN_FILES = ("config.yaml", "metrics.json", "valid_metrics.json", "rejects.parquet", "checkpoints/best.ckpt",
+             "checkpoints/last.ckpt", "id_maps/users.parquet", "id_maps/items.parquet", "embeddings/users.parquet",
+             "embeddings/items.parquet", "tensorboard/hparams.yaml", "tensorboard/projector_config.pbtxt")
+RUN_PATTERNS = ("tensorboard/[0-9][0-9][0-9][0-9][0-9]/*_embeddings/*",)
 
 
-def clear_previous_run(run_dir: Path) -> None:
-    """A fresh run (resume=false) replaces what an earlier run left in run_dir, so that its
-    TensorBoard events, checkpoints and metrics never mix with the new ones. Nothing else is touched."""
-    stale = [run_dir / name for name in RUN_OUTPUTS if (run_dir / name).exists()]
-    events = run_dir / "tensorboard"  # deeprec's own folder: events, hparams, projector steps
-    if stale or events.exists():
-        log.info("resume=false: replacing the earlier run's outputs in %s", run_dir)
-    for path in stale:
-        path.unlink()
-    shutil.rmtree(events, ignore_errors=True)
+def run_inputs(data: DictConfig, model: DictConfig) -> list:
+    """The files a run of `model` on `data` reads (an output may not hold them or lie inside them)."""
+    return [*data_inputs(data), model.get("feature_path")]
 
 
 def run_training(cfg: DictConfig, data=None, callbacks=(), test: bool = True) -> TrainResult:
-    """The whole job; writes checkpoints, TensorBoard events and metrics.json into cfg.run_dir.
+    """The whole job; writes checkpoints, TensorBoard events and metrics.json into cfg.run_dir, a
+    folder deeprec owns (deeprec.outputs): a fresh run replaces only what deeprec wrote there.
 
     `callbacks`: extra Lightning callbacks (a tuning trial's pruner); test=false (a tuning trial)
-    evaluates the valid split only, so nothing chosen from it has seen the test split."""
-    import pytorch_lightning as pl
-    import torch
-    from pytorch_lightning.loggers import TensorBoardLogger
+    evaluates the valid split only, so nothing chosen from it has seen the test split. With tune=N,
+    N trials on the valid split choose the model's values first (run_dir/tuning/<model>.json)."""
     from pytorch_lightning.utilities import rank_zero_only
 
-    from deeprec.evaluation.evaluator import evaluate_recommender
+    from deeprec.outputs import claim_output
 
     validate_run(cfg)
     model_kwargs(cfg.model)  # a bad model or data key fails here, before run_dir is touched
     data_cfg = data_config(cfg.data) if data is None else None
-    run_dir = ensure_writable_dir(cfg.run_dir)
-    if rank_zero_only.rank == 0:
-        if not cfg.resume:
-            clear_previous_run(run_dir)
-        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if rank_zero_only.rank != 0:  # DDP workers: rank 0 holds run_dir and writes its files
+        return train_into(None, cfg, data, data_cfg, callbacks, test)
+    with claim_output(cfg.run_dir, "deeprec-train", key="run_dir", inputs=run_inputs(cfg.data, cfg.model)) as out:
+        return train_into(out, cfg, data, data_cfg, callbacks, test)
+
+
+def tuned_config(out, cfg: DictConfig, data, run_dir: Path) -> DictConfig:
+    """cfg with the model values cfg.tune Optuna trials on the valid split chose (deeprec.tuning);
+    the study's record run_dir/tuning/<model>.json is one of the run's files."""
+    from deeprec.tuning import tune_model
+
+    name = cfg.model.name
+    if out is not None:
+        out.own([f"tuning/{name}.json"])
+        out.make_folders("tuning")
+    chosen = tune_model(cfg, name, cfg.model, data, int(cfg.tune), cfg.get("tune_timeout"), run_dir)
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.model = OmegaConf.merge(cfg.model, chosen)
+    return cfg
+
+
+def train_into(out, cfg: DictConfig, data, data_cfg, callbacks=(), test: bool = True) -> TrainResult:
+    """run_training's work in the claimed run_dir `out` (None on DDP worker ranks)."""
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from deeprec.evaluation.evaluator import evaluate_recommender
+    from deeprec.outputs import data_fingerprint, event_file_pattern
+
+    run_dir = Path(cfg.run_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if data is None:
         data = load_data(data_cfg)
+        report_data(data, IntakeConfig(bool(cfg.get("strict", False)), float(cfg.get("max_reject_share", 0.5))))
+    if out is not None:  # the data is read and checked: now the earlier run's files may go
+        fingerprint = {"data": data_fingerprint(data), "model": plain(cfg.model), "seed": int(cfg.seed)}
+        if cfg.get("tune"):  # the untuned model and the tuning budget: the same trials choose the same values
+            fingerprint["tune"] = [int(cfg.tune), cfg.get("tune_timeout")]
+        if cfg.resume:
+            out.check_fingerprint("train", fingerprint, "resume=true", fix="resume=false to start afresh")
+            if not (run_dir / "checkpoints" / "last.ckpt").exists():
+                log.info("resume=true: nothing to resume in %s (no checkpoints/last.ckpt); training from the start", run_dir)
+        gone = out.prepare(RUN_FILES, [*RUN_PATTERNS, event_file_pattern("tensorboard")],
+                           ("checkpoints", "id_maps", "tensorboard"), fresh=not cfg.resume)
+        if gone:
+            log.info("resume=false: replacing the earlier run's %d files in %s", len(gone), run_dir)
+        out.set_fingerprint("train", fingerprint)
+    if cfg.get("tune"):
+        cfg = tuned_config(out, cfg, data, run_dir)
+    if out is not None:
+        write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
     model = fit_model(cfg, data, run_dir, logger, callbacks)
-    if rank_zero_only.rank != 0:
+    if out is None:
         # DDP worker processes end after fit: rank 0 alone evaluates and writes the run's files
         # (two ranks writing id_maps/ through the same temporary name made one of them crash).
         return TrainResult({}, {}, model, data, np.zeros(0, np.int64), torch.zeros(0, 0, dtype=torch.int64))
@@ -240,6 +294,8 @@ def run_training(cfg: DictConfig, data=None, callbacks=(), test: bool = True) ->
     if valid:
         write_json_atomic(valid, run_dir / "valid_metrics.json")
     write_json_atomic(metrics, run_dir / "metrics.json")
+    out.forget_missing()
+    report_evaluated(metrics, data)
     log.info("test metrics: %s", {k: round(v, 4) for k, v in metrics.items() if k.endswith("@10")})
     return TrainResult(metrics, valid, model, data, test_users, test_topk)
 
@@ -250,19 +306,7 @@ def main(cfg: DictConfig) -> float:
     """Returns the validation metric (cfg.eval.monitor) so Optuna sweeps optimise on valid, not test.
     With tune=N, N trials on the valid split choose the model's values first (recorded in
     run_dir/tuning/<model>.json and in config.yaml)."""
-    if cfg.get("tune"):
-        from deeprec.tuning import tune_model
-
-        validate_run(cfg)
-        model_kwargs(cfg.model)
-        run_dir = ensure_writable_dir(cfg.run_dir)
-        data = load_data(data_config(cfg.data))
-        chosen = tune_model(cfg, cfg.model.name, cfg.model, data, int(cfg.tune), cfg.get("tune_timeout"), run_dir)
-        with open_dict(cfg):
-            cfg.model = OmegaConf.merge(cfg.model, chosen)
-        result = run_training(cfg, data=data)
-    else:
-        result = run_training(cfg)
+    result = run_training(cfg)
     return float(result.valid_metrics.get(cfg.eval.monitor, float("nan")))
 
 

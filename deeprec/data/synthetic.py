@@ -34,6 +34,8 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from deeprec.errors import ConfigError
 
@@ -445,7 +447,7 @@ def _arrow_table(frame: pd.DataFrame):
                               else frame["timestamp"].astype(str).to_numpy()),
         "url": pa.array(frame["url"]).cast(pa.string()),
         "event": pa.array(frame["event"]).cast(pa.string()),
-    })
+    }).replace_schema_metadata(WRITTEN_BY)
 
 
 def _format_of(path: Path, format: str | None) -> str:
@@ -466,44 +468,73 @@ def write_events(
 ) -> Path:
     """Write generate_events(n_events, seed, cfg) to `path`, block by block (memory bounded by
     cfg.block_events): one file when part_rows is None, else a folder of part-NNNNN files of at most
-    part_rows rows. Atomic: written beside `path` under a temporary name, then renamed over it.
+    part_rows rows. Atomic: written beside `path` under a temporary name, then renamed into place.
     `format` (parquet | csv) defaults to the suffix of `path` (.csv -> csv, anything else parquet).
+    Never over what deeprec did not write (deeprec.outputs): an existing file is replaced only when
+    it is a Parquet log this function wrote, a folder only when deeprec created it, and then only
+    its own parts are replaced.
     """
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
+    from deeprec.outputs import claim_output
 
     path = Path(path)
     fmt = _format_of(path, format)
     if part_rows is not None and part_rows < 1:
         raise ConfigError(f"part_rows={part_rows} must be >= 1 (or None for a single file)")
+    if part_rows is not None:
+        with claim_output(path, "deeprec-synthetic", key="out") as out:
+            return _write_parts(out, n_events, seed, cfg, fmt, part_rows)
+    if path.is_dir() or (path.exists() and not _written_here(path)):
+        raise ConfigError(f"out={path} exists and deeprec did not write it; give a new path (deeprec never "
+                          "writes over a file it did not write)")
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        target = scratch / "out"
-        writer, part_no = None, 0
-        if part_rows is not None:
-            target.mkdir()
+        target, writer = scratch / "out", None
         for block in iter_event_blocks(n_events, seed, cfg):
-            if part_rows is None:
-                table = _arrow_table(block)
-                if writer is None:
-                    writer = pq.ParquetWriter(target, table.schema) if fmt == "parquet" else pacsv.CSVWriter(str(target), table.schema)
-                writer.write_table(table)
-                continue
-            for begin in range(0, len(block), part_rows):
-                table = _arrow_table(block.iloc[begin : begin + part_rows])
-                part = target / f"part-{part_no:05d}.{'parquet' if fmt == 'parquet' else 'csv'}"
-                pq.write_table(table, part) if fmt == "parquet" else pacsv.write_csv(table, part)
-                part_no += 1
+            table = _arrow_table(block)
+            if writer is None:
+                writer = pq.ParquetWriter(target, table.schema) if fmt == "parquet" else pacsv.CSVWriter(str(target), table.schema)
+            writer.write_table(table)
         if writer is not None:
             writer.close()
-        if path.is_dir() and not path.is_symlink():
-            old = scratch / "previous"
-            os.replace(path, old)  # a folder cannot be replaced in one rename; move it aside first
         os.replace(target, path)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return path
+
+
+WRITTEN_BY = {b"written_by": b"deeprec-synthetic"}
+
+
+def _written_here(path: Path) -> bool:
+    """A Parquet file write_events wrote (its metadata says so)."""
+    try:
+        return (pq.read_schema(path).metadata or {}).get(b"written_by") == WRITTEN_BY[b"written_by"]
+    except Exception:  # noqa: BLE001 - not Parquet, unreadable: not ours
+        return False
+
+
+def _write_parts(out, n_events: int, seed: int | None, cfg, fmt: str, part_rows: int) -> Path:
+    """The folder mode of write_events into a claimed OutputFolder: parts are written beside it,
+    then renamed in; the earlier run's parts (and nothing else) are removed."""
+    suffix = "parquet" if fmt == "parquet" else "csv"
+    scratch = Path(tempfile.mkdtemp(prefix=f".{out.path.name}.", dir=out.path.parent))
+    try:
+        names, part_no = [], 0
+        for block in iter_event_blocks(n_events, seed, cfg):
+            for begin in range(0, len(block), part_rows):
+                table = _arrow_table(block.iloc[begin : begin + part_rows])
+                name = f"part-{part_no:05d}.{suffix}"
+                pq.write_table(table, scratch / name) if fmt == "parquet" else pacsv.write_csv(table, scratch / name)
+                names.append(name)
+                part_no += 1
+        out.remove_owned()
+        out.own(names)
+        for name in names:
+            os.replace(scratch / name, out.path / name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return out.path
 
 
 def main(argv: list[str] | None = None) -> None:

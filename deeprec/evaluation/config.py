@@ -27,4 +27,7 @@ class EvalConfig:
         name, _, k = self.monitor.partition("@")
         if name not in METRICS or not k.isdigit():
             raise ConfigError(f"eval.monitor={self.monitor!r} is not a metric@k such as ndcg@10 (metrics: {', '.join(METRICS)})")
+        if int(k) not in self.ks:
+            raise ConfigError(f"eval.monitor={self.monitor}: {k} is not one of eval.ks={self.ks}; "
+                              f"monitor one of them or add {k} to eval.ks")
         return self

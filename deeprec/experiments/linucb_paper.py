@@ -37,6 +37,10 @@ from deeprec.evaluation.report import markdown_table
 from deeprec.ranking import full_ranking_topk
 
 PROTOCOLS = ("paper", "holdout")
+#: what reproduce() and deeprec.cli.linucb_paper write into out_dir: these files, and the replay
+#: curves' TensorBoard events under TENSORBOARD/simulated/
+RESULT_FILES = ("linucb_paper.md", "linucb_paper.json", "linucb_replay_simulated.png")
+TENSORBOARD = "linucb_tensorboard"
 PAPER_KS = (5, 8, 10)
 #: the shared metrics the paper reports per group, and the paper's name where it differs
 PAPER_METRICS = ("precision", "recall", "f1", "hit")
@@ -172,7 +176,7 @@ def offpolicy_simulated(out: Path, seed: int, n_events: int = 1_000_000) -> tupl
         rows.append([name, len(r.rewards), r.value, "— (learning policy)"])
         curves[name] = r.cumulative_reward
         result[name] = {"replay": r.value, "matched": len(r.rewards)}
-    save_curves(curves, out / "linucb_replay_simulated.png", out / "linucb_tensorboard" / "simulated",
+    save_curves(curves, out / "linucb_replay_simulated.png", out / TENSORBOARD / "simulated",
                 title="replay on simulated uniform logs (200 users, 93 arms, d=5)")
     md = table(["policy", "matched events", "replay value / step", "true value / step"], rows)
     return md, result
@@ -275,7 +279,7 @@ def reproduce(behaviour: pd.DataFrame, rejects: pd.DataFrame, source: str, out: 
     md, sim = offpolicy_simulated(out, seed, simulated_events)
     results["offpolicy_simulated"] = sim
     sections += [f"## Off-policy: replay on simulated uniform-random logs ({simulated_events:,} events, known linear rewards)", md,
-                 f"Curves: {out / 'linucb_replay_simulated.png'}; TensorBoard: {out / 'linucb_tensorboard'}/"]
+                 f"Curves: {out / 'linucb_replay_simulated.png'}; TensorBoard: {out / TENSORBOARD}/"]
     sections.append(f"_total time {time.perf_counter() - started:.1f} s_")
     return "# LinUCB paper reproduction (SPEC 2)\n\n" + "\n\n".join(sections) + "\n", results
 

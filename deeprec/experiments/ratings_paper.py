@@ -374,22 +374,20 @@ def plot_duration_curves(durations: pd.DataFrame, folder: Path, highlight: tuple
     ]
 
 
+RESULT_FILES = ("table.md", "table.csv", "tests.csv", "resamples.csv", "durations.csv",
+                "figure3_precision_vs_duration.png", "figure4_users_vs_duration.png", "summary.json")
+
+
 def write_results(results: PaperResults, protocol: PaperProtocol, out_dir: str | Path) -> Path:
-    """out_dir: table.md, table.csv, tests.csv, resamples.csv, durations.csv, the two figures and
-    summary.json (written last), each file atomically (temporary file + rename)."""
+    """RESULT_FILES into the folder out_dir, each atomically (temporary file + rename), summary.json last."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "table.md", report_markdown(results, protocol))
     for name, frame in (("table", results.table), ("tests", results.tests),
                         ("resamples", results.resampled.reset_index()), ("durations", results.durations)):
         write_text_atomic(out / f"{name}.csv", frame.to_csv(index=False))
     figures = plot_duration_curves(results.durations, out, (protocol.reference_threshold, protocol.reference_penalty))
-    summary = {
-        **results.facts,
-        "table": results.table.to_dict(orient="records"),
-        "tests": results.tests.to_dict(orient="records"),
-        "figures": [p.name for p in figures],
-    }
+    summary = {**results.facts, "table": results.table.to_dict(orient="records"),
+               "tests": results.tests.to_dict(orient="records"), "figures": [p.name for p in figures]}
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=json_default))
     return out
 

@@ -28,7 +28,7 @@ from deeprec.checkpoint import id_arrays, load_recommender, seen_matrix
 from deeprec.config import check_choice, resolve_device
 from deeprec.errors import ConfigError, DataError
 from deeprec.ranking import full_ranking_topk
-from deeprec.scoring.output import SCHEMA, PartFolder, SingleFile, file_sha256
+from deeprec.scoring.output import SCHEMA, PartFolder, SingleFile, file_sha256, shard_tag
 
 log = logging.getLogger("deeprec.score")
 
@@ -85,28 +85,11 @@ def parse_shard(shard: str | None) -> tuple[int, int] | None:
 
 
 def read_id_list(path: str, column: str) -> np.ndarray:
-    """Ids (strings, first occurrence order, duplicates dropped) from a text file with one id per line,
-    or a CSV/TSV/Parquet table with a `column` column."""
-    file = Path(path)
-    if not file.is_file():
-        raise DataError(f"{path} does not exist; give a file of ids (one per line, or a table with {column})")
-    if file.suffix.lower() == ".parquet":
-        table = pd.read_parquet(file)
-        if column not in table.columns:
-            raise DataError(f"{path}: required column '{column}' is missing (columns: {list(table.columns)})")
-        ids = table[column]
-    else:
-        with open(file, encoding="utf-8") as fh:
-            header = fh.readline().strip()
-        if column in header.replace("\t", ",").replace(";", ",").split(","):
-            ids = pd.read_csv(file, sep=None, engine="python", dtype=str)[column]
-        else:
-            ids = pd.read_csv(file, header=None, names=[column], dtype=str, skip_blank_lines=True)[column]
-    ids = ids.dropna().astype(str).str.strip()
-    ids = ids[ids != ""]
-    if len(ids) == 0:
-        raise DataError(f"{path}: no {column} in the file")
-    return pd.unique(ids.to_numpy(dtype=object))
+    """Ids (strings, first occurrence order, duplicates dropped) from a plain list (one id per line),
+    a CSV/TSV with a `column` header, or a Parquet file (deeprec.data.tables.read_id_column)."""
+    from deeprec.data.tables import read_id_column
+
+    return read_id_column(path, column).to_numpy(dtype=object)
 
 
 def auto_batch_size(n_items: int, device: torch.device, cfg: ScoreConfig) -> int:
@@ -186,8 +169,10 @@ def run_fingerprint(cfg: ScoreConfig, n_targets: int) -> dict[str, Any]:
     }
 
 
-def part_table(ids: np.ndarray, values: np.ndarray, items: np.ndarray, item_ids: np.ndarray) -> pa.Table:
-    """Rows (user_id, rank 1.., item_id, score) of top-k lists: values/items [P, k]; -1 pads are dropped."""
+def part_table(ids: np.ndarray, values: np.ndarray, items: np.ndarray, item_ids: np.ndarray,
+               fallback: np.ndarray | None = None) -> pa.Table:
+    """Rows (user_id, rank 1.., item_id, score, fallback) of top-k lists: values/items [P, k], fallback [P]
+    (the popularity fallback's rows, whose score is a count of users, not the model's); -1 pads are dropped."""
     p, k = items.shape
     keep = (items >= 0).ravel()
     flat_items = items.ravel()[keep]
@@ -197,16 +182,37 @@ def part_table(ids: np.ndarray, values: np.ndarray, items: np.ndarray, item_ids:
             "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), p)[keep]),
             "item_id": pa.array(np.asarray(item_ids, dtype=object)[flat_items], pa.string()),
             "score": pa.array(values.ravel()[keep].astype(np.float32)),
+            "fallback": pa.array(np.repeat(np.zeros(p, bool) if fallback is None else fallback, k)[keep]),
         },
         schema=SCHEMA,
     )
 
 
 def score_users(cfg: ScoreConfig) -> dict[str, Any]:
-    """Score cfg's users with cfg.ckpt's model and write cfg.output; returns the run summary."""
-    from tqdm.auto import tqdm
+    """Score cfg's users with cfg.ckpt's model and write cfg.output; returns the run summary.
+
+    The output is claimed first (deeprec.outputs: a folder deeprec created, locked for this shard;
+    or one .parquet file deeprec wrote), before the checkpoint is read."""
+    from deeprec.outputs import claim_output
 
     check_config(cfg)
+    inputs = [cfg.ckpt, cfg.users, cfg.items]
+    if str(cfg.output).lower().endswith(".parquet"):
+        sink = SingleFile(cfg.output, inputs)
+        try:
+            return _score_into(cfg, sink)
+        except BaseException:
+            sink.abort()
+            raise
+    lock = shard_tag(parse_shard(cfg.shard)) or "run"
+    with claim_output(cfg.output, "deeprec-score", key="output", inputs=inputs, lock=lock) as out:
+        return _score_into(cfg, out)
+
+
+def _score_into(cfg: ScoreConfig, out) -> dict[str, Any]:
+    """score_users' work; `out` is the SingleFile sink or the claimed OutputFolder."""
+    from tqdm.auto import tqdm
+
     started = time.perf_counter()
     device = resolve_device(cfg.device, "device", allow_auto=False)
     model, meta = load_recommender(cfg.ckpt)
@@ -218,13 +224,16 @@ def score_users(cfg: ScoreConfig) -> dict[str, Any]:
     exclude = seen if columns is None else seen[:, columns].tocsr()
     fallback_values, fallback_items = popularity_topk(exclude, cfg.k)
 
-    single = str(cfg.output).lower().endswith(".parquet")
+    if len(ranked_ids) < cfg.k:
+        log.warning("WARNING: k=%d is more than the %d items ranked; every list has at most %d items",
+                    cfg.k, len(ranked_ids), len(ranked_ids))
+    single = isinstance(out, SingleFile)
     if single:
-        sink = SingleFile(cfg.output)
+        sink = out
         unknown_path = Path(str(cfg.output)[: -len(".parquet")] + "_unknown_users.txt")
     else:
-        sink = PartFolder(cfg.output, run_fingerprint(cfg, len(targets)), parse_shard(cfg.shard), cfg.resume)
-        unknown_path = sink.folder / (f"_unknown_users-{sink.tag}.txt" if sink.tag else "_unknown_users.txt")
+        sink = PartFolder(out, run_fingerprint(cfg, len(targets)), parse_shard(cfg.shard), cfg.resume)
+        unknown_path = sink.unknown_path
         if sink.complete:
             log.info("output=%s is already complete; nothing to do (resume=false to redo it)", cfg.output)
             return {**json.loads(sink.success_path.read_text()), "already_complete": True}
@@ -259,11 +268,7 @@ def score_users(cfg: ScoreConfig) -> dict[str, Any]:
                 values[by_model], items[by_model] = model_values.numpy(), model_items.numpy()
             bar.update(int((~by_model).sum()))
             keep = by_model if cfg.fallback == "skip" else np.ones(len(ids), dtype=bool)
-            sink.write_part(number, part_table(ids[keep], values[keep], items[keep], ranked_ids))
-    except BaseException:
-        if single:
-            sink.abort()
-        raise
+            sink.write_part(number, part_table(ids[keep], values[keep], items[keep], ranked_ids, ~by_model[keep]))
     finally:
         bar.close()
 
@@ -286,4 +291,15 @@ def score_users(cfg: ScoreConfig) -> dict[str, Any]:
         "seconds": round(seconds, 3),
     }
     sink.finish(summary)
+    log.info("%s", score_line(summary, cfg))
     return summary
+
+
+def score_line(summary: dict[str, Any], cfg: ScoreConfig) -> str:
+    """'deeprec-score: 3 users: 2 scored by the model, 1 by the popularity fallback (1 unknown id) -> OUT'."""
+    others = summary["users"] - summary["users_scored_by_model"]
+    unknown = summary["users_unknown"]
+    tail = f" ({unknown} unknown id{'s' if unknown != 1 else ''})" if unknown else ""
+    rest = f"{others} skipped (fallback=skip)" if cfg.fallback == "skip" else f"{others} by the popularity fallback"
+    return (f"deeprec-score: {summary['users']} users: {summary['users_scored_by_model']} scored by the model, "
+            f"{rest}{tail} -> {summary['rows']} rows in {summary['output']}")

@@ -6,6 +6,7 @@ readers) and renamed when complete, so a killed run never leaves a partial part 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -19,7 +20,9 @@ import pyarrow.parquet as pq
 from deeprec.atomic import atomic_write, default_file_mode, write_json_atomic
 from deeprec.errors import ConfigError
 
-SCHEMA = pa.schema([("user_id", pa.string()), ("rank", pa.int32()), ("item_id", pa.string()), ("score", pa.float32())])
+# fallback: the row is the popularity fallback's (score = the number of users who had the item), not the model's
+SCHEMA = pa.schema([("user_id", pa.string()), ("rank", pa.int32()), ("item_id", pa.string()), ("score", pa.float32()),
+                    ("fallback", pa.bool_())], metadata={b"written_by": b"deeprec-score"})
 
 
 def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
@@ -39,15 +42,15 @@ class PartFolder:
     as a Parquet dataset gives their union.
     """
 
-    def __init__(self, folder: str | Path, params: dict[str, Any], shard: tuple[int, int] | None, resume: bool) -> None:
-        self.folder = Path(folder)
+    def __init__(self, out, params: dict[str, Any], shard: tuple[int, int] | None, resume: bool) -> None:
+        """`out`: the claimed deeprec.outputs.OutputFolder (its lock is this shard's)."""
+        self.out = out
+        self.folder = out.path
         self.params = params
-        self.tag = "" if shard is None else f"shard-{shard[0]:05d}-of-{shard[1]:05d}"
+        self.tag = shard_tag(shard)
         self.manifest_path = self.folder / (f"_manifest-{self.tag}.json" if self.tag else "_manifest.json")
         self.success_path = self.folder / (f"_SUCCESS-{self.tag}" if self.tag else "_SUCCESS")
-        if self.folder.exists() and not self.folder.is_dir():
-            raise ConfigError(f"output={folder} is a file; give a folder, or a path ending in .parquet for one file")
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.unknown_path = self.folder / (f"_unknown_users-{self.tag}.txt" if self.tag else "_unknown_users.txt")
         self.finished: dict[int, int] = {}  # part number -> rows
         self._open(resume)
 
@@ -58,14 +61,24 @@ class PartFolder:
     def part_path(self, number: int) -> Path:
         return self.folder / f"{self.prefix}{number:05d}.parquet"
 
+    def _own_files(self) -> list[str]:
+        """This shard's files that deeprec wrote: its parts, manifest, marker and unknown-users list."""
+        names = (self.manifest_path.name, self.success_path.name, self.unknown_path.name)
+        return [n for n in self.out.owned_files() if n in names or (n.startswith(self.prefix) and n.endswith(".parquet"))]
+
     def _open(self, resume: bool) -> None:
         """Resume the finished parts of a run with the same parameters, or start clean."""
-        # temporary files a killed run left: of a part, of the manifest or of _SUCCESS
-        for pattern in (f".{self.prefix}*.tmp", f".{self.manifest_path.name}.*.tmp", f".{self.success_path.name}.*.tmp"):
-            for stale in self.folder.glob(pattern):
-                stale.unlink(missing_ok=True)
+        # temporary files a killed run left: of a part, of the manifest, of _SUCCESS or of the unknown ids
+        self.out.remove_temporaries([f"{self.prefix}*", self.manifest_path.name, self.success_path.name,
+                                     self.unknown_path.name])
+        self.out.own([self.manifest_path.name, self.success_path.name, self.unknown_path.name])
         if self.manifest_path.exists() and resume:
-            manifest = json.loads(self.manifest_path.read_text())
+            try:
+                manifest = json.loads(self.manifest_path.read_text())
+                manifest["params"], manifest["parts"]  # noqa: B018 - the keys a resume reads
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ConfigError(f"output={self.folder}: {self.manifest_path.name} is not valid JSON of a scoring run "
+                                  f"({str(exc).splitlines()[0]}); resume=false starts over") from None
             changed = {
                 key: (manifest["params"].get(key), value)
                 for key, value in self.params.items()
@@ -81,10 +94,7 @@ class PartFolder:
                 int(number): rows for number, rows in manifest["parts"].items() if self.part_path(int(number)).exists()
             }
             return
-        self.success_path.unlink(missing_ok=True)
-        for old in self.folder.glob(f"{self.prefix}*.parquet"):
-            old.unlink()
-        self.manifest_path.unlink(missing_ok=True)
+        self.out.remove_owned(names=self._own_files())  # only deeprec's: another tool's parts stay
         self._save_manifest(done=False)
 
     @property
@@ -99,6 +109,7 @@ class PartFolder:
 
     def write_part(self, number: int, table: pa.Table) -> None:
         """Write one part atomically, then record it in the manifest."""
+        self.out.own([self.part_path(number).name])
         atomic_write(self.part_path(number), lambda tmp: pq.write_table(table, tmp))
         self.finished[number] = table.num_rows
         self._save_manifest(done=False)
@@ -108,12 +119,44 @@ class PartFolder:
         write_json_atomic(summary, self.success_path)
 
 
-class SingleFile:
-    """One Parquet file, streamed part by part into a hidden temporary file and renamed at the end."""
+def shard_tag(shard: tuple[int, int] | None) -> str:
+    return "" if shard is None else f"shard-{shard[0]:05d}-of-{shard[1]:05d}"
 
-    def __init__(self, path: str | Path) -> None:
+
+def written_by_deeprec(path: Path) -> bool:
+    """Whether a Parquet file carries deeprec-score's metadata (SCHEMA's written_by)."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (pa.ArrowException, OSError):
+        return False
+    return metadata.get(b"written_by") == b"deeprec-score"
+
+
+class SingleFile:
+    """One Parquet file, streamed part by part into a hidden temporary file and renamed at the end.
+
+    An existing file is replaced only when deeprec-score wrote it (its Parquet metadata says so);
+    a lock file beside it (`.NAME.deeprec-lock`, removed at the end) keeps a second run out.
+    """
+
+    def __init__(self, path: str | Path, inputs=()) -> None:
+        from deeprec.outputs import check_apart_from_inputs
+
         self.path = Path(path)
+        given = str(path)
+        if self.path.is_dir():
+            raise ConfigError(f"output={given} is a folder; a path ending in .parquet names one file")
+        if self.path.exists() and not written_by_deeprec(self.path):
+            raise ConfigError(f"output={given} is a file deeprec did not write; give another path")
+        check_apart_from_inputs(Path(os.path.realpath(self.path)), given, "output", inputs)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock_path = self.path.parent / f".{self.path.name}.deeprec-lock"
+        self._lock = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._lock)
+            raise ConfigError(f"output={given} is in use by another deeprec run; wait for it to end, or give another path") from None
         for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # left by a killed run
             stale.unlink(missing_ok=True)
         self.finished: dict[int, int] = {}
@@ -131,7 +174,15 @@ class SingleFile:
         self.writer.close()
         os.chmod(self.tmp, default_file_mode())
         os.replace(self.tmp, self.path)
+        self._unlock()
 
     def abort(self) -> None:
         self.writer.close()
         self.tmp.unlink(missing_ok=True)
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            self.lock_path.unlink(missing_ok=True)
+            os.close(self._lock)
+            self._lock = None

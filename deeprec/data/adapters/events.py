@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from deeprec.data.intake import explain_no_ratings
 from deeprec.data.interactions import InteractionData, from_frame
 from deeprec.data.ratings import RatingsConfig, RatingsResult, rate_log
 from deeprec.data.splits import SplitConfig, assign_splits
@@ -49,10 +50,7 @@ def ratings_to_interactions(result: RatingsResult, name: str = "events", valid_s
     ratings = result.ratings
     source = result.summary.get("source", name)
     if len(ratings) == 0:
-        raise DataError(
-            f"{source}: no ratings left after the filters of SPEC 1.6 "
-            f"(users removed: {result.summary.get('users_removed')}); lower ratings.min_courses or ratings.min_sessions"
-        )
+        raise DataError(explain_no_ratings(result.summary, prefix="data.ratings."))
     table = pd.DataFrame(
         {
             "user_id": ratings["user_id"].to_numpy(),
@@ -67,6 +65,7 @@ def ratings_to_interactions(result: RatingsResult, name: str = "events", valid_s
     data.extras["rejects"] = result.rejects
     data.extras["rows_in"] = result.summary["rows_in"]
     data.extras["ratings_summary"] = result.summary
+    data.extras["source"] = source
     return data
 
 

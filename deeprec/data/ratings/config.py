@@ -52,6 +52,7 @@ class RatingsConfig:
 
     def check(self) -> "RatingsConfig":
         """Raise ConfigError naming the key when a value is outside its valid set."""
+        import math
         import re
 
         choices = {
@@ -72,12 +73,14 @@ class RatingsConfig:
             )
         positive = {"session_gap_minutes": self.session_gap_minutes, "batch_rows": self.batch_rows}
         for key, value in positive.items():
-            if not value > 0:
+            if not value > 0:  # also false for nan
                 raise ConfigError(f"ratings.{key}={value} must be > 0")
+        if not math.isfinite(self.min_lesson_seconds):
+            raise ConfigError(f"ratings.min_lesson_seconds={self.min_lesson_seconds} must be a finite number of seconds >= 0")
         if not 0 < self.train_share < 1:
             raise ConfigError(f"ratings.train_share={self.train_share} must be between 0 and 1 (exclusive)")
         for key in ("min_lesson_seconds", "min_sessions", "min_courses", "n_partitions"):
-            if getattr(self, key) < 0:
+            if not getattr(self, key) >= 0:
                 raise ConfigError(f"ratings.{key}={getattr(self, key)} must be >= 0")
         if self.spark.shuffle_partitions < 0:
             raise ConfigError(f"ratings.spark.shuffle_partitions={self.spark.shuffle_partitions} must be >= 0 (0 = Spark's own setting)")

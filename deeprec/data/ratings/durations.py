@@ -31,6 +31,8 @@ class EventAggregates:
     sessions: pd.Series  # sessions per user_id (SPEC 1.3, on all accepted events)
     events: int
     lesson_views: int
+    named_rows: int = 0  # accepted events naming a lesson, views or not (ValidatedEvents.named_rows)
+    unmatched_url: tuple[int, str] | None = None  # ValidatedEvents.unmatched_url
 
 
 def session_starts(user: np.ndarray, ts_us: np.ndarray, gap_minutes: float) -> np.ndarray:
@@ -92,6 +94,8 @@ def aggregate_events(ev: ValidatedEvents, cfg: RatingsConfig) -> EventAggregates
         sessions=pd.Series(sessions[active], index=pd.Index(ev.user_ids[active], name="user_id"), name="sessions"),
         events=len(user),
         lesson_views=len(view),
+        named_rows=ev.named_rows,
+        unmatched_url=ev.unmatched_url,
     )
 
 

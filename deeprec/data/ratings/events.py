@@ -140,6 +140,8 @@ class ValidatedEvents:
     lesson_name: np.ndarray
     rejects: pd.DataFrame
     rows_in: int
+    named_rows: int = 0  # accepted rows whose location names a lesson (before the event filter)
+    unmatched_url: tuple[int, str] | None = None  # (input row, url) of the first accepted url the pattern missed
 
 
 def validate_events(events: pd.DataFrame, cfg: RatingsConfig, source: str, row_ids: np.ndarray | None = None) -> ValidatedEvents:
@@ -186,6 +188,8 @@ def validate_events(events: pd.DataFrame, cfg: RatingsConfig, source: str, row_i
         lesson_of_row = lesson_of_row.copy()
         lesson_of_row[both] = pair_code + n_found
         n_found += len(pair_uni)
+    named = lesson_of_row >= 0
+    has_url = (url_code >= 0) if "url" in events.columns else np.zeros(n, bool)
     if "event" in events.columns:
         event_code, event_names = _codes(events["event"])
         key_codes.append(event_code)
@@ -227,6 +231,11 @@ def validate_events(events: pd.DataFrame, cfg: RatingsConfig, source: str, row_i
     rejects["reason"] = reason[rejected]
     rejects.index = rows[rejected]  # input rows, so parts of a partitioned log merge in input order
     keep = order[~duplicate[order]]  # accepted events, sorted by (user, time, input row)
+    missed = keep[has_url[keep] & ~named[keep]]
+    unmatched = None
+    if len(missed):
+        first = missed[np.argmin(rows[missed])]
+        unmatched = (int(rows[first]), str(urls[url_code[first]]))
     return ValidatedEvents(
         user=user_code[keep],
         ts_us=ts_us[keep],
@@ -237,4 +246,6 @@ def validate_events(events: pd.DataFrame, cfg: RatingsConfig, source: str, row_i
         lesson_name=lesson_name,
         rejects=rejects,
         rows_in=n,
+        named_rows=int(named[keep].sum()),
+        unmatched_url=unmatched,
     )

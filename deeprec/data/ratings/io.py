@@ -16,13 +16,15 @@ import pyarrow.csv as pacsv
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
+from deeprec.atomic import default_file_mode
 from deeprec.data.ratings.events import check_columns
-from deeprec.data.tables import table_files
+from deeprec.data.tables import PARQUET_SUFFIXES, as_text_columns, check_same_columns, csv_header, table_files
 from deeprec.errors import DataError
 
 # every column is read as text: timestamps are parsed by deeprec (numbers or ISO-8601 alike),
 # ids keep leading zeros, and each part of a large file is typed the same way
 TEXT_COLUMNS = ("user_id", "timestamp", "url", "course_id", "lesson_id", "event")
+ID_COLUMNS = ("user_id", "url", "course_id", "lesson_id", "event")  # text from Parquet too (timestamps may be numbers)
 ROW_ID = "__deeprec_row"  # the input row (0-based) of each event in the out-of-core scratch files
 REJECT_ROW = ROW_ID
 # scratch files of the out-of-core path: Arrow IPC with LZ4, about 5x faster to write and read than Parquet;
@@ -33,15 +35,40 @@ CSV_BYTES_PER_ROW = 60  # about one CSV line of SPEC 1.1 (user, epoch seconds, U
 
 
 def _csv_header(path: Path) -> list[str]:
-    try:
-        with open(path, encoding="utf-8-sig") as fh:  # -sig: an Excel byte-order mark is not part of the header
-            line = fh.readline()
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: is not valid UTF-8 text (byte {exc.start}: {exc.reason})") from None
-    if not line.strip():
+    columns = csv_header(path)
+    if not columns:
         raise DataError(f"{path}: the file is empty (no header, no rows)")
-    sep = "\t" if path.suffix.lower() == ".tsv" else ","
-    return [c.strip().strip('"') for c in line.rstrip("\r\n").split(sep)]
+    return columns
+
+
+def _file_columns(file: Path) -> list[str]:
+    """The column names of one log file (Parquet schema or CSV header)."""
+    if file.suffix.lower() in PARQUET_SUFFIXES:
+        try:
+            return pq.read_schema(file).names
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{file}: cannot be read as Parquet: {str(exc).splitlines()[0]}") from None
+    return _csv_header(file)
+
+
+def log_files(path: str | Path) -> list[Path]:
+    """The files of a log, each checked for SPEC 1.1's columns, all with the same SPEC 1.1 columns:
+    a folder where one file lacks e.g. the optional `event` column is an error naming that file."""
+    files = table_files(path)
+    columns = []
+    for file in files:
+        names = _file_columns(file)
+        check_columns(names, str(file))
+        columns.append((file, names))
+    check_same_log_columns(columns)
+    return files
+
+
+def check_same_log_columns(columns_by_file: list[tuple[Path, list[str]]]) -> None:
+    """(file, its column names) of every file of a log: the same SPEC 1.1 columns in each, else a
+    DataError naming the file and the column (both engines apply it)."""
+    check_same_columns([(file, [c for c in TEXT_COLUMNS if c in names]) for file, names in columns_by_file],
+                       what="log columns (SPEC 1.1), or rate the files separately")
 
 
 def _csv_options(path: Path, columns: list[str], batch_rows: int = 1 << 62):
@@ -53,7 +80,9 @@ def _csv_options(path: Path, columns: list[str], batch_rows: int = 1 << 62):
     return (
         pacsv.ReadOptions(block_size=block),
         pacsv.ParseOptions(delimiter=sep),
-        pacsv.ConvertOptions(column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False),
+        # only the empty field is null: NA, null, None, nan, N/A or #N/A are ids (see deeprec.data.tables)
+        pacsv.ConvertOptions(column_types=types, null_values=[""], strings_can_be_null=True,
+                             quoted_strings_can_be_null=False),
     )
 
 
@@ -85,20 +114,22 @@ def _first_ragged_line(path: Path) -> int | None:
 
 
 def iter_event_tables(path: str | Path, batch_rows: int) -> Iterator[tuple[Path, pa.Table]]:
-    """(file, Arrow table of <= ~batch_rows rows) for every file at `path`; the columns are checked first."""
-    for file in table_files(path):
+    """(file, Arrow table of <= ~batch_rows rows) for every file at `path`; the columns are checked first.
+
+    Ids (user, url, course, lesson, event) come as Arrow strings whatever the file's types, so both
+    ratings paths see the same text: an int64 Parquet column with a null gives "7", not "7.0".
+    """
+    for file in log_files(path):
         suffix = file.suffix.lower()
-        if suffix in (".parquet", ".pq"):
+        if suffix in PARQUET_SUFFIXES:
             try:
                 reader = pq.ParquetFile(file)
             except (pa.ArrowInvalid, OSError) as exc:
                 raise DataError(f"{file}: cannot be read as Parquet: {str(exc).splitlines()[0]}") from None
-            check_columns(reader.schema_arrow.names, str(file))
             for batch in reader.iter_batches(batch_size=min(batch_rows, 1 << 40)):
-                yield file, pa.Table.from_batches([batch])
+                yield file, as_text_columns(pa.Table.from_batches([batch]), ID_COLUMNS)
             continue
         columns = _csv_header(file)
-        check_columns(columns, str(file))
         read, parse, convert = _csv_options(file, [c for c in columns if c in TEXT_COLUMNS], batch_rows)
         try:
             stream = pacsv.open_csv(file, read_options=read, parse_options=parse, convert_options=convert)
@@ -256,37 +287,52 @@ def read_parquet_frame(path: Path, index: str | None = None) -> pd.DataFrame:
     return frame
 
 
-def write_outputs(result, out_dir: str | Path) -> Path:
-    """SPEC 1.10 folder: ratings, lesson_durations, rejects (Parquet) and summary.json, atomically.
+RATINGS_FILES = ("ratings.parquet", "lesson_durations.parquet", "rejects.parquet", "summary.json")
 
-    Everything is written into a temporary sibling folder that is renamed at the end; an existing
-    `out_dir` is replaced only then, so a failed run leaves the previous state (or nothing).
-    Tables an out-of-core run kept on disk (`result.files`) are copied there, never loaded whole.
+
+def write_outputs(result, out_dir) -> Path:
+    """SPEC 1.10 folder: ratings, lesson_durations, rejects (Parquet) and summary.json.
+
+    `out_dir` is a path (claimed here, see deeprec.outputs) or an OutputFolder a caller claimed.
+    The four files are written under hidden temporary names first and renamed into place together
+    at the end, so a failed run leaves the previous files (or, in a new folder, no folder at all).
+    Only deeprec's own files are replaced; anything else in the folder stays. Tables an out-of-core
+    run kept on disk (`result.files`) are copied, never loaded whole.
     """
-    out_dir = Path(out_dir).resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    from deeprec.outputs import OutputFolder, claim_output
+
+    if not isinstance(out_dir, OutputFolder):
+        with claim_output(out_dir, "deeprec-ratings", key="output") as folder:
+            return write_outputs(result, folder)
+    folder = out_dir
+    folder.remove_temporaries(RATINGS_FILES)
+    folder.own(RATINGS_FILES)
     files = dict(getattr(result, "files", {}) or {})
+    staged: dict[str, Path] = {}
+
+    def stage(name: str) -> Path:
+        fd, tmp = tempfile.mkstemp(dir=folder.path, prefix=f".{name}.", suffix=".tmp")
+        os.close(fd)
+        staged[name] = Path(tmp)
+        return staged[name]
+
     try:
-        result.ratings.to_parquet(tmp / "ratings.parquet", index=False)
+        result.ratings.to_parquet(stage("ratings.parquet"), index=False)
         if "lesson_durations" in files:
-            shutil.copyfile(files["lesson_durations"], tmp / "lesson_durations.parquet")
+            shutil.copyfile(files["lesson_durations"], stage("lesson_durations.parquet"))
         else:
-            result.lesson_durations.to_parquet(tmp / "lesson_durations.parquet", index=False)
+            result.lesson_durations.to_parquet(stage("lesson_durations.parquet"), index=False)
         if "rejects" in files:
-            _copy_without(files["rejects"], tmp / "rejects.parquet", drop=REJECT_ROW)
+            _copy_without(files["rejects"], stage("rejects.parquet"), drop=REJECT_ROW)
         else:
-            parquet_safe(result.rejects).to_parquet(tmp / "rejects.parquet", index=False)
-        with open(tmp / "summary.json", "w") as fh:
+            parquet_safe(result.rejects).to_parquet(stage("rejects.parquet"), index=False)
+        with open(stage("summary.json"), "w") as fh:
             json.dump(result.summary, fh, indent=2, sort_keys=True, default=str)
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
-            os.replace(out_dir, old / "previous")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+        for name, tmp in staged.items():
+            os.chmod(tmp, default_file_mode())
+        for name in RATINGS_FILES:  # summary.json last: its presence says the set is complete
+            os.replace(staged.pop(name), folder.path / name)
+    finally:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+    return folder.path

@@ -80,7 +80,9 @@ def _lessons_in(sums: pd.DataFrame, cfg: RatingsConfig) -> pd.Series:
 
 def _summary(source: str, rows_in: int, parts: list[EventAggregates], sessions: pd.Series, n_lessons: int,
              filtered: dict, ratings: pd.DataFrame, reject_counts: pd.Series, cfg: RatingsConfig) -> dict:
-    """summary.json (SPEC 1.10): row counts, events, sessions, users, courses, users removed by each filter."""
+    """summary.json (SPEC 1.10): row counts, events, sessions, users, courses, users removed by each filter,
+    and what explains an empty result: the rows naming a lesson and the first URL url_pattern missed."""
+    missed = [p.unmatched_url for p in parts if p.unmatched_url is not None]
     return {
         "source": source,
         "rows_in": int(rows_in),
@@ -88,6 +90,8 @@ def _summary(source: str, rows_in: int, parts: list[EventAggregates], sessions: 
         "rows_rejected": {reason: int(reject_counts.get(reason, 0)) for reason in REJECT_REASONS},
         "events": int(sum(p.events for p in parts)),
         "lesson_views": int(sum(p.lesson_views for p in parts)),
+        "rows_naming_a_lesson": int(sum(p.named_rows for p in parts)),
+        "unmatched_url_example": min(missed)[1] if missed else None,
         "sessions": int(sessions.sum()),
         "users_in_log": int(len(sessions)),
         "lessons": int(n_lessons),

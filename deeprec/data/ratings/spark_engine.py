@@ -43,7 +43,13 @@ from deeprec.data.ratings.events import (
     check_columns,
     parse_timestamps_us,
 )
-from deeprec.data.ratings.io import ROW_ID, _csv_header, iter_event_tables, parquet_safe
+from deeprec.data.ratings.io import (
+    ROW_ID,
+    _csv_header,
+    check_same_log_columns,
+    iter_event_tables,
+    parquet_safe,
+)
 from deeprec.data.tables import TABLE_SUFFIXES, table_files
 from deeprec.errors import ConfigError, DataError
 
@@ -90,13 +96,10 @@ ISO, ISO_GROUPS = _iso_pattern()
 MARK = "\u0001"  # starts the regexp_replace result of a matched ISO string
 # Python's str.isspace characters: a user/course/lesson id made of these is blank (the pandas engine's strip)
 BLANK = r"^[\t\n\x0B\f\r\x1C-\x20\x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*\z"
-# pyarrow's default null strings: the pandas engine reads these CSV fields as missing
-CSV_NULLS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-             "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null"]
 # internal column names (kept apart from the log's own columns)
-USER, TS, MID, COURSE, LESSON, REASON, FFFD, BUCKET, TS_KEY, TS_ODD, URL_KEY, URL_COURSE, URL_LESSON = (
-    f"__dr_{n}" for n in ("user", "ts", "mid", "course", "lesson", "reason", "fffd", "bucket", "ts_key", "ts_odd", "url_key",
-                          "url_course", "url_lesson"))
+(USER, TS, MID, COURSE, LESSON, REASON, FFFD, BUCKET, TS_KEY, TS_ODD, URL_KEY, URL_COURSE, URL_LESSON, NAMED,
+ MISSED) = (f"__dr_{n}" for n in ("user", "ts", "mid", "course", "lesson", "reason", "fffd", "bucket", "ts_key", "ts_odd",
+                                  "url_key", "url_course", "url_lesson", "named", "missed"))
 PART_BITS = 33  # monotonically_increasing_id = partition << 33 | row within the partition
 
 
@@ -234,7 +237,6 @@ def _parquet_types(files: list[str], uri: bool) -> dict:
 
 def _read_file(spark, file: str, local: bool):
     """One log file as a DataFrame (CSV/TSV: every column text), after the pandas engine's whole-input checks."""
-    from pyspark.sql import functions as F
 
     suffix = Path(file).suffix.lower()
     if suffix in (".parquet", ".pq"):
@@ -251,10 +253,8 @@ def _read_file(spark, file: str, local: bool):
         check_columns(_csv_header(Path(file)), file)
     reader = spark.read.options(header=True, sep="\t" if suffix == ".tsv" else ",", quote='"', escape='"',
                                 mode="FAILFAST", encoding="UTF-8", multiLine=False, inferSchema=False)
-    frame = reader.csv(file)
+    frame = reader.csv(file)  # only the empty field is null: NA, null, None, nan ... are ids (as the pandas engine)
     check_columns(frame.columns, file)
-    frame = frame.select(*[F.when(F.col(f"`{c}`").isin(CSV_NULLS[1:]), None).otherwise(F.col(f"`{c}`")).alias(c)
-                           for c in frame.columns])
     return frame, {"nanos": False, "csv": True}
 
 
@@ -270,6 +270,7 @@ def read_log(spark, path: str | Path):
         frame, flag = _read_file(spark, file, local=not uri)
         frames.append(frame)
         flags = {k: flags[k] or flag[k] for k in flags}
+    check_same_log_columns([(Path(file), frame.columns) for file, frame in zip(files, frames)])
     log = frames[0]
     for frame in frames[1:]:
         log = log.unionByName(frame, allowMissingColumns=True)
@@ -466,6 +467,8 @@ def parse_events(log, cfg: RatingsConfig, flags: dict):
         both = ~_blank(text("course_id")) & ~_blank(text("lesson_id"))
         course = F.when(both, text("course_id")).otherwise(course)
         lesson = F.when(both, text("lesson_id")).otherwise(lesson)
+    named = course.isNotNull()  # the row names a lesson, view or not (summary: rows_naming_a_lesson)
+    missed = F.when(~named, text("url")) if "url" in cols else F.lit(None).cast("string")  # url_pattern missed it
     if "event" in cols:
         is_view = F.coalesce(text("event").isin(list(cfg.view_events)), F.lit(False))
         course, lesson = F.when(is_view, course), F.when(is_view, lesson)
@@ -478,7 +481,7 @@ def parse_events(log, cfg: RatingsConfig, flags: dict):
                             F.lit(0)) > 0]
         extra = [extra[0].alias(FFFD)]
     return log.select(*[F.col(f"`{c}`") for c in originals], user.alias(USER), ts.alias(TS), course.alias(COURSE),
-                      lesson.alias(LESSON), reason.alias(REASON), *extra)
+                      lesson.alias(LESSON), reason.alias(REASON), named.alias(NAMED), missed.alias(MISSED), *extra)
 
 
 def flag_duplicates(events, originals: list[str]):
@@ -495,7 +498,7 @@ def flag_duplicates(events, originals: list[str]):
     flagged = by_user.withColumn(REASON, reason)
     kept = [F.when(F.col(REASON).isNotNull(), F.col(f"`{c}`")).alias(c) for c in originals]
     extra = [FFFD] if FFFD in events.columns else []
-    return flagged.select(USER, TS, MID, COURSE, LESSON, REASON, *extra, *kept)
+    return flagged.select(USER, TS, MID, COURSE, LESSON, REASON, NAMED, MISSED, *extra, *kept)
 
 
 # -- SPEC 1.3-1.4 -----------------------------------------------------------------------------------
@@ -619,6 +622,17 @@ def _read_error(exc: Exception, files: list[str], local: bool) -> DataError | No
     return DataError(f"{where.group(1) if where else files[0]}: cannot be parsed: {what}")
 
 
+def first_missed(per_part: pd.DataFrame, offsets: pd.DataFrame) -> tuple[int, str] | None:
+    """(input row, url) of the first accepted row whose url the pattern missed, from job 1's per-partition
+    minimum (MID, url) and the partitions' row offsets; None when the pattern named every url."""
+    found = [(int(m[MID]), str(m[MISSED]), int(p)) for m, p in zip(per_part["missed"], per_part["p"]) if m is not None]
+    if not found:
+        return None
+    mid, url, p = min(found)
+    offset = int(offsets.loc[offsets["p"] == p, "offset"].iloc[0])
+    return offset + mid - (p << PART_BITS), url
+
+
 def rate_log_spark(path: str | Path, cfg: RatingsConfig, source: str | None = None):
     """SPEC section 1 on the log at `path` (local file/folder or a Hadoop-FS URI) with Spark -> RatingsResult.
 
@@ -644,8 +658,11 @@ def rate_log_spark(path: str | Path, cfg: RatingsConfig, source: str | None = No
                 # rows per input partition, reasons, U+FFFD
                 flagged = flag_duplicates(parse_events(log, cfg, flags), originals).persist(StorageLevel.MEMORY_AND_DISK)
                 cached.append(flagged)
+                accepted = F.col(REASON).isNull()
                 stats = [F.count(F.lit(1)).alias("rows")] + [
-                    F.sum(F.when(F.col(REASON) == r, 1).otherwise(0)).alias(r) for r in REJECT_REASONS]
+                    F.sum(F.when(F.col(REASON) == r, 1).otherwise(0)).alias(r) for r in REJECT_REASONS] + [
+                    F.sum(F.when(accepted & F.col(NAMED), 1).otherwise(0)).alias("named"),
+                    F.min(F.when(accepted & F.col(MISSED).isNotNull(), F.struct(MID, MISSED))).alias("missed")]
                 if FFFD in flagged.columns:
                     stats.append(F.sum(F.col(FFFD).cast("long")).alias("fffd"))
                 per_part = flagged.groupBy(F.shiftright(MID, PART_BITS).alias("p")).agg(*stats).toPandas()
@@ -662,10 +679,11 @@ def rate_log_spark(path: str | Path, cfg: RatingsConfig, source: str | None = No
                 if error is not None:
                     raise error
             per_part = per_part.sort_values("p", ignore_index=True)
-            offsets = spark.createDataFrame(pd.DataFrame({
+            offsets_pd = pd.DataFrame({
                 "p": per_part["p"].astype(np.int64),
                 "offset": (per_part["rows"].cumsum() - per_part["rows"]).astype(np.int64),
-            }))
+            })
+            offsets = spark.createDataFrame(offsets_pd)
             reject_counts = pd.Series({r: int(per_part[r].sum()) for r in REJECT_REASONS})
 
             # jobs 2-3: the timeline of each user, partial sums per lesson, the global imputation means
@@ -705,7 +723,8 @@ def rate_log_spark(path: str | Path, cfg: RatingsConfig, source: str | None = No
             rejects = rejects.select(*[F.col(f"`{c}`") for c in originals], F.col(REASON).alias("reason"), ROW_ID)
             rejects_file = _write_sorted(rejects, ROW_ID, rows_in, scratch, "rejects", _parquet_types(files, uri))
 
-        parts = [SimpleNamespace(events=int(users["n_events"].sum()), lesson_views=int((users["n_obs"] + users["n_imp"]).sum()))]
+        parts = [SimpleNamespace(events=int(users["n_events"].sum()), lesson_views=int((users["n_obs"] + users["n_imp"]).sum()),
+                                 named_rows=int(per_part["named"].sum()), unmatched_url=first_missed(per_part, offsets_pd))]
         summary = _summary(source, rows_in, parts, sessions, len(sums), filtered, ratings, reject_counts, cfg)
         files_out = {"lesson_durations": durations_file, "rejects": rejects_file}
         result = RatingsResult(ratings, None, None, summary, sessions, lessons_in, cfg, files=files_out)
