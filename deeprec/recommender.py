@@ -2,8 +2,9 @@
 
 Callers (training, evaluation, scoring, other models) use only what is declared here, so they never
 ask what a model is: the typed `config`, `check_data`, `fit`, `observe`, `score`, `recommend`, `eval`/`train`,
-`to`, the optional capabilities `item_embeddings` and `explain` (None where a model has none), and
-the persistence methods. A recommender's state is a flat dict of tensors and its constructor
+`to`, online learning for deeprec-serve (`add_users`, `learn_online`, with defaults that learn
+nothing), the optional capabilities `item_embeddings` and `explain` (None where a model has none),
+and the persistence methods. A recommender's state is a flat dict of tensors and its constructor
 arguments are JSON-able values, so checkpoints load with `torch.load(weights_only=True)`.
 """
 
@@ -118,6 +119,25 @@ class Recommender(ABC):
         if state:
             self.load_state_tensors({k: v.to(self.device) for k, v in state.items()})
         return self
+
+    # -- online learning (deeprec-serve's feedback loop) ---------------------------------------
+    def add_users(self, count: int) -> bool:
+        """Make room for `count` new users with no history, at indices n_users .. n_users + count - 1.
+
+        Returns whether score() ranks them from their own (online) state. The default, for models whose
+        per-user parameters only fit() learns, adds nothing and returns False: callers serve such
+        users a fallback.
+        """
+        return False
+
+    def learn_online(self, users: torch.Tensor, items: torch.Tensor, rewards: torch.Tensor,
+                     timestamps: torch.Tensor) -> None:
+        """Fold new events into the state without retraining, in the order given, so the next score() reflects them.
+
+        users, items: [E] int64 indices; rewards: [E] float64; timestamps: [E] float64 epoch seconds.
+        The result depends only on the sequence of events, not on how it is cut into calls (a service
+        replays its log in large blocks). Default: nothing (scores that only fit() changes).
+        """
 
     # -- optional capabilities (None: this model has none) --------------------------------------
     def item_embeddings(self) -> torch.Tensor | None:

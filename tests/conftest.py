@@ -26,11 +26,15 @@ def shared_data() -> Path:
     reason; where the data must be checked, DEEPREC_REQUIRE_SHARED_DATA=1 turns the skip into a failure."""
     path = shared_data_dir()
     if path is None:
-        message = "../shared/data is not present (a user's clone has no shared datasets)"
-        if os.environ.get("DEEPREC_REQUIRE_SHARED_DATA") == "1":
-            pytest.fail(message + " and DEEPREC_REQUIRE_SHARED_DATA=1")
-        pytest.skip(message)
+        skip_unless_required("../shared/data is not present (a user's clone has no shared datasets)", "DEEPREC_REQUIRE_SHARED_DATA")
     return path
+
+
+def skip_unless_required(message: str, require_env: str) -> None:
+    """Skip with `message`, or fail where the environment variable `require_env`=1 says it must run."""
+    if os.environ.get(require_env) == "1":
+        pytest.fail(f"{message} and {require_env}=1")
+    pytest.skip(message)
 
 
 @pytest.fixture(autouse=True)

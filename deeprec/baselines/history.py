@@ -14,6 +14,7 @@ import scipy.sparse as sp
 import torch
 
 from deeprec.errors import DataError
+from deeprec.online import set_entries
 from deeprec.recommender import Recommender, csr_to_tensors, tensors_to_csr
 
 
@@ -72,6 +73,30 @@ class HistoryRecommender(Recommender):
 
     def history_changed(self) -> None:
         """Hook: refresh what depends on the history (e.g. a user-user similarity). Default: nothing."""
+
+    # -- online learning ----------------------------------------------------------------------
+    def add_users(self, count: int) -> bool:
+        """New users with empty history rows; the scores of a user follow from their history."""
+        self.history = set_entries(self.history, [], [], [], self.n_users + count)
+        self.n_users += count
+        self.users_added(count)
+        return True
+
+    def learn_online(self, users, items, rewards, timestamps) -> None:
+        """Each (user, item) of the history takes the latest event's reward (1.0 where the model is
+        binary); a reward <= 0 takes the item out of the model's input. Then history_rows_changed."""
+        values = rewards.cpu().numpy().astype(np.float32).clip(min=0.0)
+        if self.config.binary:
+            values = (values > 0).astype(np.float32)
+        users_np = users.cpu().numpy()
+        self.history = set_entries(self.history, users_np, items.cpu().numpy(), values)
+        self.history_rows_changed(np.unique(users_np))
+
+    def users_added(self, count: int) -> None:
+        """Hook: grow per-user state beyond the history by `count` rows. Default: nothing."""
+
+    def history_rows_changed(self, users: np.ndarray) -> None:
+        """Hook: refresh what depends on the history rows of `users` [T]. Default: nothing (scores read the rows)."""
 
     def history_rows(self, users: torch.Tensor) -> torch.Tensor:
         """Dense history rows [B, I] float32 on self.device."""

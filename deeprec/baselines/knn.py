@@ -24,9 +24,10 @@ def cosine_neighbours(
     min_similarity: float = 0.0,
     shrink: float = 0.0,
     chunk_size: int = 1024,
+    rows: np.ndarray | None = None,
 ) -> sp.csr_matrix:
     """sim: CSR [N, N] where row n keeps the `neighbours` largest cosine similarities of vectors[n]
-    to the other rows (itself excluded), each >= min_similarity.
+    to the other rows (itself excluded), each >= min_similarity; with `rows` [R], only those rows: [R, N].
 
     sim(n, m) = <v_n, v_m> / (|v_n| |v_m| + shrink); rows of zeros have no neighbours.
     Memory is bounded by chunk_size x N float32 (one dense block of the similarity at a time).
@@ -39,13 +40,15 @@ def cosine_neighbours(
         vectors = sp.csr_matrix(sp.diags(inverse.astype(np.float32)) @ vectors)
     transposed = vectors.T.tocsr()
     keep = min(neighbours, max(n - 1, 0))
+    queries = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
     rows, cols, values = [], [], []
-    for start in progress(range(0, n, chunk_size), "knn: similarity blocks"):
-        stop = min(start + chunk_size, n)
-        block = (vectors[start:stop] @ transposed).toarray()
+    for start in progress(range(0, len(queries), chunk_size), "knn: similarity blocks"):
+        stop = min(start + chunk_size, len(queries))
+        query = queries[start:stop]
+        block = (vectors[query] @ transposed).toarray()
         if shrink != 0:
-            block /= np.outer(norms[start:stop], norms).astype(np.float32) + np.float32(shrink)
-        block[np.arange(stop - start), np.arange(start, stop)] = 0.0
+            block /= np.outer(norms[query], norms).astype(np.float32) + np.float32(shrink)
+        block[np.arange(stop - start), query] = 0.0
         block[block < min_similarity] = 0.0
         if keep == 0:
             continue
@@ -56,9 +59,9 @@ def cosine_neighbours(
         cols.append(top_cols[nonzero])
         values.append(top_values[nonzero])
     if not rows:
-        return sp.csr_matrix((n, n), dtype=np.float32)
+        return sp.csr_matrix((len(queries), n), dtype=np.float32)
     return sp.csr_matrix(
-        (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n), dtype=np.float32
+        (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(len(queries), n), dtype=np.float32
     )
 
 
@@ -186,6 +189,7 @@ class UserKNN(NeighbourhoodRecommender):
     def __init__(self, n_users: int = 0, n_items: int = 0, seed: int = 0, **config) -> None:
         super().__init__(n_users, n_items, seed, **config)
         self.similarity = sp.csr_matrix((self.n_users, self.n_users), dtype=np.float32)
+        self.live_neighbours = np.zeros(self.n_users, bool)  # users whose neighbours follow their online events
         self._tensors()
 
     def fit(self, data, trainer=None, ckpt_path=None) -> "UserKNN":
@@ -196,6 +200,7 @@ class UserKNN(NeighbourhoodRecommender):
 
     def history_changed(self) -> None:
         """Neighbours and their items both come from the history, so a new history means new neighbours."""
+        self.live_neighbours = np.zeros(self.history.shape[0], bool)
         self.similarity = cosine_neighbours(
             self.history, self.config.neighbours, self.config.min_similarity, self.config.shrink, self.config.chunk_size
         )
@@ -203,12 +208,42 @@ class UserKNN(NeighbourhoodRecommender):
 
     def _tensors(self) -> None:
         self._items = sparse_tensor(self.history, self.device)
-        self._weight = torch.from_numpy(np.asarray(abs(self.similarity).sum(axis=1), np.float32).ravel()).to(self.device)
+
+    # -- online learning: a user with new events gets neighbours from the current histories ----
+    def users_added(self, count: int) -> None:
+        self.similarity.resize((self.n_users, self.n_users))
+        self.similarity = self.similarity.tocsr()
+        self.live_neighbours = np.r_[self.live_neighbours, np.zeros(count, bool)]
+
+    def history_rows_changed(self, users: np.ndarray) -> None:
+        """These users' neighbours are computed from the current histories whenever they are scored
+        (the others keep their fit-time neighbours), and their items reach their neighbours' scores."""
+        self.live_neighbours[users] = True
+        self._tensors()
+
+    def neighbour_rows(self, users: np.ndarray) -> sp.csr_matrix:
+        """[B, U] neighbour similarities of users: fit-time rows, or fresh ones for users with online events."""
+        rows = self.similarity[users]
+        live = self.live_neighbours[users]
+        if not live.any():
+            return rows
+        hp = self.config
+        fresh = cosine_neighbours(self.history, hp.neighbours, hp.min_similarity, hp.shrink, hp.chunk_size, rows=users[live])
+        order = np.argsort(np.r_[np.flatnonzero(~live), np.flatnonzero(live)], kind="stable")
+        return sp.vstack([rows[~live], fresh]).tocsr()[order]
 
     def score(self, users: torch.Tensor) -> torch.Tensor:
-        neighbour_rows = sparse_tensor(self.similarity[users.detach().cpu().numpy()], self.device)
-        scores = sparse_product(neighbour_rows, self._items)
+        rows = self.neighbour_rows(users.detach().cpu().numpy())
+        scores = sparse_product(sparse_tensor(rows, self.device), self._items)
         if self.config.normalization == "similarity":
-            weight = self._weight[users.to(self.device)].unsqueeze(1)
+            weight = torch.from_numpy(np.asarray(abs(rows).sum(axis=1), np.float32)).to(self.device)
             scores = divide_where_positive(scores, weight)
         return scores
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {**super().state_tensors(), "live_neighbours": torch.from_numpy(self.live_neighbours.copy())}
+
+    def load_state_tensors(self, state: dict[str, torch.Tensor]) -> None:
+        live = state.get("live_neighbours")
+        self.live_neighbours = np.zeros(int(state["history.shape"][0]), bool) if live is None else live.cpu().numpy().copy()
+        super().load_state_tensors(state)

@@ -163,12 +163,21 @@ class ALS(HistoryRecommender):
         """Fold-in: every user's exact factor for the new history, item factors fixed (one user half-step)."""
         self.user_factors = self.solve(self.history, self.item_factors)
 
+    def users_added(self, count: int) -> None:
+        self.user_factors = torch.cat([self.user_factors, self.user_factors.new_zeros(count, self.config.factors)])
+
+    def history_rows_changed(self, users: np.ndarray) -> None:
+        """Online fold-in: the exact factors of the users whose history changed, item factors fixed."""
+        self.user_factors[torch.from_numpy(users).to(self.device)] = self.solve(self.history[users], self.item_factors)
+
     def score(self, users: torch.Tensor) -> torch.Tensor:
         return (self.user_factors[users.to(self.device)] @ self.item_factors.T).float()
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
+        return {"user_factors": self.user_factors, "item_factors": self.item_factors, **self.history_state()}
 
     def load_state_tensors(self, state: dict[str, torch.Tensor]) -> None:
         self.user_factors = state["user_factors"].to(self.device)
         self.item_factors = state["item_factors"].to(self.device)
+        if "history.shape" in state:  # checkpoints before online fold-in carried no history
+            self.load_history_state(state)

@@ -30,6 +30,11 @@ class Popularity(Recommender):
         self.counts = torch.from_numpy(data.item_popularity("train").astype(np.float32)).to(self.device)
         return self
 
+    def add_users(self, count: int) -> bool:
+        """Everyone gets the same list, so a new user needs no state of their own."""
+        self.n_users += count
+        return True
+
     def score(self, users: torch.Tensor) -> torch.Tensor:
         return self.counts.unsqueeze(0).expand(len(users), -1).clone()
 

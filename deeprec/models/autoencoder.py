@@ -26,6 +26,7 @@ from deeprec.atomic import write_parquet_atomic
 from deeprec.config import check_at_least, check_choice
 from deeprec.errors import ConfigError, DataError
 from deeprec.models.base import DeepModelConfig, LightningRecommender, positions_loader, rating_weights
+from deeprec.online import set_entries
 
 VARIANTS = ("dae", "vae")
 HISTORY = ("history_indptr", "history_indices", "history_values")
@@ -144,6 +145,29 @@ class AutoencoderRecommender(LightningRecommender):
         if splits != self._observed_splits:
             self.set_history(*self.history_tensors(data, splits))
             self._observed_splits = splits
+
+    # -- online learning ------------------------------------------------------------------------
+    def add_users(self, count: int) -> bool:
+        """New users with empty history rows: the encoder reads whatever they do next."""
+        self.history_indptr = torch.cat([self.history_indptr, self.history_indptr[-1:].expand(count)])
+        self.n_users += count
+        return True
+
+    @torch.no_grad()
+    def learn_online(self, users, items, rewards, timestamps) -> None:
+        """Each (user, item) of the input rows takes the latest event's reward (1.0 unless use_ratings);
+        a reward <= 0 takes the item out of the row. The next score() encodes the new row."""
+        values = rewards.cpu().numpy().astype(np.float32).clip(min=0.0)
+        if not self.config.use_ratings:
+            values = (values > 0).astype(np.float32)
+        matrix = sp.csr_matrix(
+            (self.history_values.cpu().numpy(), self.history_indices.cpu().numpy(), self.history_indptr.cpu().numpy()),
+            shape=(self.n_users, self.n_items),
+        )
+        matrix = set_entries(matrix, users.cpu().numpy(), items.cpu().numpy(), values)
+        self.set_history(torch.from_numpy(matrix.indptr.astype(np.int64)), torch.from_numpy(matrix.indices.astype(np.int64)),
+                         torch.from_numpy(matrix.data.astype(np.float32)))
+        self._observed_splits = None
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The history buffers' length depends on the data: take the incoming one's shape first.

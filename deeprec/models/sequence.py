@@ -1,5 +1,5 @@
 """What the sequence models (LSTM, attention) share: each learner's time-ordered events, held as
-buffers that observe() rebuilds and update_state() appends to; the items' content features projected
+buffers that observe() rebuilds and update_state() / learn_online() append to; the items' content features projected
 into the item space; and the negative samplers over the catalogue.
 
 The mixins here register the attributes they use (register_history, register_content) and take
@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from deeprec.errors import DataError
+from deeprec.online import one_event_per_user
 
 SAMPLERS = ("log_uniform", "uniform")
 
@@ -167,6 +168,26 @@ class HistoryBuffers:
         self.history_lengths.copy_(torch.from_numpy(lengths.astype(np.int64)).to(device))
         self.last_time.copy_(torch.from_numpy(last).to(device))
         self._observed_splits = splits
+
+    def add_users(self, count: int) -> bool:
+        """New users with empty histories: the model reads whatever they do next."""
+        device = self.history_items.device
+        self.history_items = torch.cat([self.history_items, torch.full((count, self.history_items.shape[1]), self.pad_item,
+                                                                         dtype=torch.int64, device=device)])
+        self.history_gaps = torch.cat([self.history_gaps, self.history_gaps.new_zeros(count, self.history_gaps.shape[1])])
+        self.history_lengths = torch.cat([self.history_lengths, self.history_lengths.new_zeros(count)])
+        self.last_time = torch.cat([self.last_time, self.last_time.new_full((count,), float("nan"))])
+        self.n_users += count
+        return True
+
+    def learn_online(self, users, items, rewards, timestamps) -> None:
+        """Events with a positive reward join the users' histories, in the order given (update_state,
+        one event per user per step, so the result does not depend on how events are batched)."""
+        keep = rewards > 0
+        users, items, timestamps = users[keep], items[keep], timestamps[keep]
+        for positions in one_event_per_user(users.cpu().numpy()):
+            index = torch.from_numpy(positions)
+            self.update_state(users[index], items[index], timestamps[index])
 
     @torch.no_grad()
     def update_state(self, users, items, timestamps=None) -> None:
