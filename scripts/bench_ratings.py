@@ -6,7 +6,8 @@
    events per user-hash partition), to show that their peak follows the chunk, not the input;
    --also-out-of-core adds out-of-core runs of sizes that otherwise run in memory (e.g. 10M).
    --engine spark adds `deeprec-ratings engine=spark` (local mode, one JVM) on the same logs, each
-   size run right after the pandas engine; peak memory is the Python driver's VmHWM and the JVM's
+   size run right after the pandas engine (--spark-baseline DIR: an earlier source tree's Spark
+   engine too, for a before/after in the same run); peak memory is the Python driver's VmHWM and the JVM's
    (sampled from /proc every 0.2 s: its VmHWM), and the output is checked equal to the pandas one.
 2. Engines at --engine-size events (default 1M): the heavy core of SPEC 1.1-1.4 (read the CSV,
    lessons from URLs, sort by user and time, sessions, time to the next event, sum per user,
@@ -127,9 +128,11 @@ def _hwm_kb(pid: int) -> int:
         return 0
 
 
-def run_cli(log: Path, out: Path, out_of_core: bool, batch_rows: int | None = None, extra: list[str] = ()) -> dict:
+def run_cli(log: Path, out: Path, out_of_core: bool, batch_rows: int | None = None, extra: list[str] = (),
+            source: str | None = None) -> dict:
     """deeprec-ratings in a child process: wall seconds, the child's peak RSS and that of its
-    children (the JVM of engine=spark), sampled from /proc while it runs."""
+    children (the JVM of engine=spark), sampled from /proc while it runs. source: a folder holding
+    another deeprec package (e.g. an earlier commit's), imported instead of this one."""
     import threading
 
     code = PEAK_PRELUDE + "from deeprec.cli.ratings import main; main()"
@@ -137,7 +140,8 @@ def run_cli(log: Path, out: Path, out_of_core: bool, batch_rows: int | None = No
     if batch_rows:
         args.append(f"ratings.batch_rows={batch_rows}")
     t0 = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))} if source else None
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     peaks: dict[int, int] = {}
 
     def sample():
@@ -270,6 +274,11 @@ def main() -> None:
     parser.add_argument("--engine", choices=["pandas", "spark"], default="pandas",
                         help="spark: also run deeprec-ratings engine=spark on every size, right after the pandas engine")
     parser.add_argument("--spark-driver-memory", default="4g", help="ratings.spark.driver_memory of the Spark runs")
+    parser.add_argument("--spark-baseline", default=None,
+                        help="a folder with an earlier deeprec source tree (git worktree add DIR COMMIT): its engine=spark "
+                             "also runs on every size, right before this one's, for a before/after in the same run")
+    parser.add_argument("--slow-tests", action="store_true",
+                        help="also run the heavier Spark equality tests (pytest -m slow tests/test_ratings_spark.py)")
     parser.add_argument("--engine-rounds", type=int, default=1, help="interleaved rounds of the engine comparison")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
@@ -300,14 +309,16 @@ def main() -> None:
             if n >= args.out_of_core_from or n in args.also_out_of_core:
                 runs += [(True, rows) for rows in args.batch_rows]
             if args.engine == "spark":
+                runs += [("spark-baseline", None)] if args.spark_baseline else []
                 runs.append(("spark", None))
             for ooc, batch_rows in runs:
                 out = tmp / f"out-{n}-{ooc}-{batch_rows}"
-                spark = ooc == "spark"
+                spark = str(ooc).startswith("spark")
                 extra = ["engine=spark", f"spark.driver_memory={args.spark_driver_memory}"] if spark else []
-                run = run_cli(log, out, bool(ooc) and not spark, batch_rows, extra)
+                source = args.spark_baseline if ooc == "spark-baseline" else None
+                run = run_cli(log, out, bool(ooc) and not spark, batch_rows, extra, source)
                 s = run.pop("summary")
-                mode = "spark (local[*])" if spark else "out-of-core" if ooc else "in-memory"
+                mode = ("spark baseline (local[*])" if source else "spark (local[*])") if spark else "out-of-core" if ooc else "in-memory"
                 row = {"events": n, "mode": mode, "batch_rows": batch_rows,
                        "csv_mb": log.stat().st_size / 2**20, "generate_s": gen, **run, "events_per_s": n / run["wall_s"],
                        "ratings": s["ratings"], "users": s["users"], "rejected": sum(s["rows_rejected"].values())}
@@ -321,6 +332,13 @@ def main() -> None:
             for out in tmp.glob(f"out-{n}-*"):
                 shutil.rmtree(out)
             log.unlink()
+    if args.slow_tests:
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow",
+                               str(Path(__file__).parents[1] / "tests" / "test_ratings_spark.py")], capture_output=True, text=True)
+        results["slow_tests"] = {"passed": proc.returncode == 0, "wall_s": time.perf_counter() - t0,
+                                 "tail": proc.stdout.strip().splitlines()[-1:]}
+        print(results["slow_tests"], flush=True)
     (OUT / f"bench_ratings{args.tag}.json").write_text(json.dumps(results, indent=2))
     lines = [f"Machine: {results['machine']}. Logs: {results['generator']}.", "",
              "| events | mode | batch_rows | CSV MB | wall s | events/s | peak RSS MB (Python) | peak RSS MB (JVM) | ratings | = pandas |",

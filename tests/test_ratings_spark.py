@@ -129,18 +129,30 @@ def test_hand_made_logs_equal_the_pandas_engine_and_the_hand_worked_values(name)
     {"threshold": "per_user", "penalty": "quadratic", "min_lesson_seconds": 60.0, "min_sessions": 2, "max_courses": 4},
     {"penalty": "linear", "timestamp_unit": "s", "min_courses": 3, "view_events": ["pageview", "click"]},
 ], ids=["global-log-gap-5", "per-user-quadratic-filters", "linear-unit-s-views"])
-def test_generated_edge_case_logs_with_every_setting(changes):
-    both(edge_case_log(seed=3), **changes)
+def test_generated_edge_case_logs_with_every_setting(changes, tmp_path):
+    """Equal results under each group of settings; write_outputs of the Spark result is the pandas
+    folder, and re-rating it (the cached pairs) gives the pandas re-rating."""
+    a, b = both(edge_case_log(seed=3), **changes)
+    write_outputs(a, tmp_path / "a")
+    write_outputs(b, tmp_path / "b")
+    for name in ("ratings", "lesson_durations", "rejects"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a" / f"{name}.parquet"),
+                                      pd.read_parquet(tmp_path / "b" / f"{name}.parquet"), check_exact=False, rtol=0, atol=1e-6)
+    for strategy in ({"threshold": "global", "penalty": "log"}, {"threshold": "per_user", "penalty": "sqrt"}):
+        pd.testing.assert_frame_equal(a.rerate(**strategy), b.rerate(**strategy), check_exact=False, rtol=0, atol=1e-6)
 
 
-def test_synthetic_generator_log_with_a_catalogue(tmp_path):
+@pytest.mark.parametrize("n", [5_000, pytest.param(300_000, marks=pytest.mark.slow)])
+def test_synthetic_generator_log_with_a_catalogue(tmp_path, n):
+    """The generator's ISO-timestamped, unsorted log with a course catalogue (300k: run by
+    scripts/bench_ratings.py --slow-tests)."""
     from deeprec.data.synthetic import SyntheticConfig, course_catalogue, generate_events
 
     gen = SyntheticConfig(seed=5, timestamp_format="iso", sort_by_time=False)
     catalogue = tmp_path / "catalogue.csv"
     course_catalogue(gen)[["course_id", "n_lessons"]].to_csv(catalogue, index=False)
-    a, b = both(generate_events(30_000, cfg=gen), min_courses=3, catalogue=str(catalogue))
-    assert len(b.ratings) > 100 and b.summary["rows_in"] == 30_000
+    a, b = both(generate_events(n, cfg=gen), min_courses=3, catalogue=str(catalogue))
+    assert len(b.ratings) > n // 50 and b.summary["rows_in"] == n
 
 
 # -- timestamps: the Spark expressions against parse_timestamps_us -----------------------------------
@@ -171,24 +183,40 @@ def timestamp_strings(seed: int, n: int) -> list[str]:
     numbers = ["1600000000", " 1600000000 ", "+1600000000", "1.6e9", ".5", "5.", "1e11", "100000000001", "1600000000123",
                "-1600000000", "1_000", "1d", "0x10", "1e400", "inf", "Infinity", "1e5.5", "e5", "+", ".", "12\x0b",
                "\x1c12", "12\xa0", "1600000000.0000005", "1600000000.0000015", "2.5e-6", "-2.5e-6"]
+    # near the canonical form that Spark's own cast reads (spark_engine.CANON): each field at and past its range
+    for _ in range(n // 2):
+        s = f"{pick(['2024', '2023', '1999', '2100', '1899'])}-{pick(['01', '02', '12', '13', '00'])}-{pick(['01', '28', '29', '30', '31', '32', '00'])}"
+        if rnd.random() < 0.85:
+            s += pick(["T", " "]) + pick(["00", "09", "23", "24"]) + ":" + pick(["00", "59", "60"])
+            if rnd.random() < 0.8:
+                s += ":" + pick(["00", "59", "60"]) + pick(["", "", ".5", ".123", ".123456", ".1234567", ".123456789"])
+            s += pick(["", "", "Z", "+02:00", "-05:30", "+17:59", "-18:00", "+19:00", "+00:00", "+02:60"])
+        out.append(s)
     return out + numbers
 
 
 def test_timestamp_expressions_equal_the_pandas_parser(spark):
+    """Both Spark routes against parse_timestamps_us: the per-row one (numbers, canonical ISO through
+    Spark's cast, the grammar in expressions for the rest) and parse_events' (odd text parsed once per
+    distinct value on the driver, joined back)."""
     from pyspark.sql import functions as F
 
-    from deeprec.data.ratings.spark_engine import RUNTIME, _runtime_conf, timestamp_us, with_iso_parts
+    from deeprec.data.ratings.spark_engine import CANON, RUNTIME, TS, _runtime_conf, odd_timestamp_us, parse_events, timestamp_us
 
     values = timestamp_strings(seed=0, n=4000)
     want = parse_timestamps_us(pd.Series(values + [None], dtype=object))[:-1]
-    frame = with_iso_parts(spark.createDataFrame(pd.DataFrame({"i": np.arange(len(values)), "t": values})), "t", "parts")
+    frame = spark.createDataFrame(pd.DataFrame({"user_id": "u", "timestamp": values, "url": "/c/x/l1", "i": np.arange(len(values))}))
     with _runtime_conf(spark, RUNTIME):
-        us = timestamp_us(F.col("t"), frame.schema["t"].dataType, "auto", False, F.col("parts"))
-        got = frame.select("i", us.alias("us")).toPandas()
-    got = got.sort_values("i")["us"].fillna(BAD_TS).astype(np.int64).to_numpy()
-    wrong = [(values[i], want[i], got[i]) for i in np.flatnonzero(got != want)]
-    assert not wrong, wrong[:10]
-    assert (want != BAD_TS).sum() > 250  # the grammar is exercised on both sides
+        per_row = timestamp_us(F.col("timestamp"), frame.schema["timestamp"].dataType, "auto", False,
+                               odd_timestamp_us(F.col("timestamp")))
+        got_rows = frame.select("i", per_row.alias(TS)).toPandas()
+        got_distinct = parse_events(frame, RatingsConfig(), {"nanos": False, "csv": False}).select("i", TS).toPandas()
+    for got in (got_rows, got_distinct):
+        got = got.sort_values("i")[TS].fillna(BAD_TS).astype(np.int64).to_numpy()
+        wrong = [(values[i], want[i], got[i]) for i in np.flatnonzero(got != want)]
+        assert not wrong, wrong[:10]
+    canon = frame.where(F.col("timestamp").rlike(CANON)).count()
+    assert (want != BAD_TS).sum() > 250 and canon > 100  # the grammar and the native cast are both exercised
 
 
 # -- files, folders, the CLI ---------------------------------------------------------------------------
@@ -296,17 +324,6 @@ def test_data_configs_take_the_engine(tmp_path):
     a = synthetic.load(scfg)
     b = synthetic.load(dataclasses.replace(scfg, ratings=dataclasses.replace(scfg.ratings, engine="pandas")))
     pd.testing.assert_frame_equal(a.frame, b.frame, check_exact=False, rtol=0, atol=1e-6)
-
-
-def test_write_outputs_of_a_spark_result_is_the_pandas_folder(tmp_path):
-    a, b = both(edge_case_log(seed=8))
-    write_outputs(a, tmp_path / "a")
-    write_outputs(b, tmp_path / "b")
-    for name in ("ratings", "lesson_durations", "rejects"):
-        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a" / f"{name}.parquet"),
-                                      pd.read_parquet(tmp_path / "b" / f"{name}.parquet"), check_exact=False, rtol=0, atol=1e-6)
-    assert b.rerate(threshold="global", penalty="log").equals(a.rerate(threshold="global", penalty="log")) or \
-        np.allclose(b.rerate(threshold="global").rating, a.rerate(threshold="global").rating, atol=1e-6)
 
 
 # -- bad input: the pandas engine's errors -------------------------------------------------------------

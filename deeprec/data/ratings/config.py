@@ -22,7 +22,7 @@ class SparkConfig:
     master: str = "local[*]"  # any Spark master URL; under spark-submit or on Databricks the session's own is used
     app_name: str = "deeprec-ratings"
     driver_memory: str = "4g"  # local mode: the one JVM that holds the driver and the executors
-    shuffle_partitions: int = 0  # spark.sql.shuffle.partitions; 0 = Spark's own setting (adaptive execution merges small ones)
+    shuffle_partitions: int = 0  # spark.sql.shuffle.partitions; 0 = 4 per core in local mode, Spark's own on a cluster
     scratch_dir: str | None = None  # where Spark writes the output tables before they are merged; a shared folder on a cluster
     log_level: str = "ERROR"  # Spark's log4j level for a session deeprec starts
     conf: Dict[str, str] = field(default_factory=dict)  # any other Spark setting, e.g. {spark.executor.memory: 8g}
@@ -83,7 +83,8 @@ class RatingsConfig:
             if not getattr(self, key) >= 0:
                 raise ConfigError(f"ratings.{key}={getattr(self, key)} must be >= 0")
         if self.spark.shuffle_partitions < 0:
-            raise ConfigError(f"ratings.spark.shuffle_partitions={self.spark.shuffle_partitions} must be >= 0 (0 = Spark's own setting)")
+            raise ConfigError(f"ratings.spark.shuffle_partitions={self.spark.shuffle_partitions} must be >= 0 "
+                              "(0 = 4 per core in local mode, Spark's own on a cluster)")
         if not str(self.spark.master).strip():
             raise ConfigError("ratings.spark.master is empty; give a Spark master URL such as local[*] or spark://host:7077")
         if self.max_courses is not None and self.max_courses < 1:

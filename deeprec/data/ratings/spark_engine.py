@@ -35,9 +35,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from deeprec.data.ratings.config import RatingsConfig, SparkConfig
-from deeprec.data.ratings.events import REJECT_REASONS, URL_PREFIX, check_columns
-from deeprec.data.ratings.io import ROW_ID, _csv_header, check_same_log_columns, iter_event_tables, parquet_safe
-from deeprec.data.ratings.rating import RATING_COLUMNS
+from deeprec.data.ratings.events import (
+    BAD_TS,
+    REJECT_REASONS,
+    URL_PREFIX,
+    _url_lessons,
+    check_columns,
+    parse_timestamps_us,
+)
+from deeprec.data.ratings.io import (
+    ROW_ID,
+    _csv_header,
+    check_same_log_columns,
+    iter_event_tables,
+    parquet_safe,
+)
 from deeprec.data.tables import TABLE_SUFFIXES, table_files
 from deeprec.errors import ConfigError, DataError
 
@@ -48,6 +60,11 @@ from deeprec.errors import ConfigError, DataError
 # tests/test_ratings_spark.py checks these against parse_timestamps_us on thousands of strings.
 _WS = r"[ \t\n\x0b\x0c\r]"
 NUMBER = rf"^{_WS}*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?{_WS}*\z"
+INTEGER = r"^[0-9]{1,15}\z"  # the common case of NUMBER, with a cheaper regex
+# canonical ISO-8601, where Spark's own string -> timestamp cast gives pandas' value (checked on the
+# generated strings of tests/test_ratings_spark.py); any other text is "odd": parsed per distinct value
+CANON = (r"^(?:19|20)[0-9]{2}-[0-9]{2}-[0-9]{2}(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?"
+         r"(?:Z|[+-](?:0[0-9]|1[0-7]):[0-5][0-9])?)?)?\z")
 
 
 def _iso_pattern() -> tuple[str, list[str]]:
@@ -80,9 +97,9 @@ MARK = "\u0001"  # starts the regexp_replace result of a matched ISO string
 # Python's str.isspace characters: a user/course/lesson id made of these is blank (the pandas engine's strip)
 BLANK = r"^[\t\n\x0B\f\r\x1C-\x20\x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*\z"
 # internal column names (kept apart from the log's own columns)
-(USER, TS, MID, COURSE, LESSON, REASON, FFFD, BUCKET, ISO_PARTS, URL_PATH, URL_COURSE, URL_LESSON, NAMED,
- MISSED) = (f"__dr_{n}" for n in ("user", "ts", "mid", "course", "lesson", "reason", "fffd", "bucket", "iso", "path",
-                                  "url_course", "url_lesson", "named", "missed"))
+(USER, TS, MID, COURSE, LESSON, REASON, FFFD, BUCKET, TS_KEY, TS_ODD, URL_KEY, URL_COURSE, URL_LESSON, NAMED,
+ MISSED) = (f"__dr_{n}" for n in ("user", "ts", "mid", "course", "lesson", "reason", "fffd", "bucket", "ts_key", "ts_odd",
+                                  "url_key", "url_course", "url_lesson", "named", "missed"))
 PART_BITS = 33  # monotonically_increasing_id = partition << 33 | row within the partition
 
 
@@ -170,6 +187,7 @@ RUNTIME = {
     "spark.sql.ansi.enabled": "false",  # a bad value is a reject, not a failed job
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.legacy.parquet.nanosAsLong": "true",  # pandas writes ns timestamps; read them as numbers
+    "spark.sql.execution.arrow.pyspark.enabled": "true",  # toPandas / createDataFrame through Arrow
 }
 
 
@@ -219,7 +237,6 @@ def _parquet_types(files: list[str], uri: bool) -> dict:
 
 def _read_file(spark, file: str, local: bool):
     """One log file as a DataFrame (CSV/TSV: every column text), after the pandas engine's whole-input checks."""
-    from pyspark.sql import functions as F
 
     suffix = Path(file).suffix.lower()
     if suffix in (".parquet", ".pq"):
@@ -324,10 +341,11 @@ def _iso_to_us(parts):
     return F.when(parts.isNotNull() & valid, us)
 
 
-def timestamp_us(column, dtype, unit: str, nanos: bool, parts=None):
+def timestamp_us(column, dtype, unit: str, nanos: bool, odd=None):
     """SPEC 1.1 timestamps of any Spark type as int64 epoch µs (null where the pandas engine has BAD_TS).
 
-    parts: the column of iso_parts(text) for text timestamps (see with_iso_parts).
+    Text: a number, or canonical ISO-8601 (CANON) through Spark's own cast; `odd`: the µs of any
+    other text (a lookup of its distinct values or odd_timestamp_us), null when not given.
     """
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
@@ -341,16 +359,22 @@ def timestamp_us(column, dtype, unit: str, nanos: bool, parts=None):
     if isinstance(dtype, T.NumericType):
         return _numbers_to_us(column.cast("double"), unit)
     text = column.cast("string")
-    return F.when(text.rlike(NUMBER), _numbers_to_us(text.cast("double"), unit)).otherwise(_iso_to_us(parts))
+    us = (F.when(text.rlike(INTEGER) | text.rlike(NUMBER), _numbers_to_us(text.cast("double"), unit))
+          .when(text.rlike(CANON), F.unix_micros(text.cast("timestamp"))))
+    return us if odd is None else us.otherwise(odd)
 
 
-def with_iso_parts(frame, column: str, name: str):
-    """`frame` plus `name`: iso_parts of its text `column` where that is not a number, in a projection of its own
-    (Spark does not merge it into the next one, which reads it many times)."""
+def is_odd_timestamp(text):
+    """Text that is neither a number nor canonical ISO-8601: parsed once per distinct value."""
+    return text.isNotNull() & ~text.rlike(INTEGER) & ~text.rlike(NUMBER) & ~text.rlike(CANON)
+
+
+def odd_timestamp_us(text):
+    """µs of odd timestamp text by the ISO-8601 grammar in Spark expressions: the per-row fallback when
+    the distinct odd values are too many to parse on the driver (slow: dozens of regex groups a row)."""
     from pyspark.sql import functions as F
 
-    text = F.col(f"`{column}`").cast("string")
-    return frame.withColumn(name, F.when(~text.rlike(NUMBER), iso_parts(text)))
+    return F.when(is_odd_timestamp(text), _iso_to_us(iso_parts(text)))
 
 
 def _text(column, dtype):
@@ -367,9 +391,43 @@ def _blank(column):
     return column.isNull() | column.rlike(BLANK)
 
 
+DISTINCT_LIMIT = 500_000  # distinct odd timestamps / URLs parsed on the driver; past it, per-row Spark expressions
+
+
+def distinct_values(log, exprs: dict, limit: int = DISTINCT_LIMIT) -> dict:
+    """{name: the distinct non-null values of exprs[name] (object array), None past `limit`}, in one scan."""
+    from pyspark.sql import functions as F
+
+    if not exprs:
+        return {}
+
+    def collect(named: dict, cap: int):
+        pairs = F.inline(F.array(*[F.struct(F.lit(k).alias("k"), e.cast("string").alias("v")) for k, e in named.items()]))
+        return log.select(pairs).where(F.col("v").isNotNull()).distinct().limit(cap + 1).toPandas()
+
+    rows = collect(exprs, limit * len(exprs))
+    if len(rows) > limit * len(exprs) and len(exprs) > 1:  # cut short: each on its own
+        return {k: distinct_values(log, {k: e}, limit)[k] for k, e in exprs.items()}
+    found = {k: rows["v"][rows["k"] == k].to_numpy(object) for k in exprs}
+    return {k: v if len(v) <= limit else None for k, v in found.items()}
+
+
+def _lookup(log, key, table: pd.DataFrame, schema: str):
+    """`log` left-joined on `key` to the small driver-made `table` (first column: the key), broadcast."""
+    from pyspark.sql import functions as F
+
+    small = log.sparkSession.createDataFrame(table, schema=schema)
+    return log.join(F.broadcast(small), key == small[table.columns[0]], "left").drop(table.columns[0])
+
+
 def parse_events(log, cfg: RatingsConfig, flags: dict):
     """Every row with its user (text), µs timestamp, lesson view location (course, lesson or null) and
-    reject reason (missing_user, bad_timestamp; duplicates come from flag_duplicates)."""
+    reject reason (missing_user, bad_timestamp; duplicates come from flag_duplicates).
+
+    The URLs and the odd timestamps (neither numbers nor canonical ISO-8601) are few distinct values:
+    one scan collects them, the driver parses them with the pandas engine's own functions, and a
+    broadcast join brings the answers back to every row (per-row Spark expressions past DISTINCT_LIMIT).
+    """
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -377,22 +435,34 @@ def parse_events(log, cfg: RatingsConfig, flags: dict):
     types = dict((f.name, f.dataType) for f in log.schema.fields)
     text = lambda c: _text(F.col(f"`{c}`"), types[c])  # noqa: E731
     originals = list(log.columns)
-    # expensive per-row parts in projections of their own, each computed once per row
-    log = with_iso_parts(log, "timestamp", ISO_PARTS) if isinstance(types["timestamp"], T.StringType) else log
+    text_ts = isinstance(types["timestamp"], T.StringType)
+    wanted = {}
+    if text_ts:
+        wanted["ts"] = F.when(is_odd_timestamp(F.col("`timestamp`")), F.col("`timestamp`"))
     if "url" in cols:
+        wanted["url"] = text("url")
+    found = distinct_values(log, wanted)
+    odd = None
+    if text_ts and found["ts"] is None:
+        odd = odd_timestamp_us(F.col("`timestamp`"))
+    elif text_ts and len(found["ts"]):
+        us = parse_timestamps_us(pd.Series(found["ts"], dtype=object), cfg.timestamp_unit)
+        table = pd.DataFrame({TS_KEY: found["ts"], TS_ODD: pd.array(np.where(us == BAD_TS, None, us), dtype="Int64")})
+        log = _lookup(log, F.col("`timestamp`"), table, f"{TS_KEY} string, {TS_ODD} long")
+        odd = F.col(TS_ODD)
+    ts = timestamp_us(F.col("`timestamp`"), types["timestamp"], cfg.timestamp_unit, flags["nanos"], odd)
+    course = lesson = F.lit(None).cast("string")
+    if "url" in cols and found["url"] is not None:
+        url_course, url_lesson = _url_lessons(found["url"], cfg.url_pattern)
+        table = pd.DataFrame({URL_KEY: found["url"], URL_COURSE: url_course, URL_LESSON: url_lesson})
+        log = _lookup(log, text("url"), table, f"{URL_KEY} string, {URL_COURSE} string, {URL_LESSON} string")
+        course, lesson = F.col(URL_COURSE), F.col(URL_LESSON)
+    elif "url" in cols:
         pattern, gc, gl = java_url_pattern(cfg.url_pattern)
         path = F.regexp_replace(text("url"), URL_PREFIX, "")
-        log = log.withColumn(URL_PATH, path)
-        log = log.select("*", F.regexp_extract(URL_PATH, pattern, gc).alias(URL_COURSE),
-                         F.regexp_extract(URL_PATH, pattern, gl).alias(URL_LESSON))
-    user = text("user_id")
-    parts = F.col(ISO_PARTS) if ISO_PARTS in log.columns else None
-    ts = timestamp_us(F.col("`timestamp`"), types["timestamp"], cfg.timestamp_unit, flags["nanos"], parts)
-    course = lesson = F.lit(None).cast("string")
-    if "url" in cols:
-        url_course, url_lesson = F.col(URL_COURSE), F.col(URL_LESSON)
-        found = F.coalesce((url_course != "") & (url_lesson != ""), F.lit(False))
-        course, lesson = F.when(found, url_course), F.when(found, url_lesson)
+        url_course, url_lesson = F.regexp_extract(path, pattern, gc), F.regexp_extract(path, pattern, gl)
+        hit = F.coalesce((url_course != "") & (url_lesson != ""), F.lit(False))
+        course, lesson = F.when(hit, url_course), F.when(hit, url_lesson)
     if {"course_id", "lesson_id"} <= cols:
         both = ~_blank(text("course_id")) & ~_blank(text("lesson_id"))
         course = F.when(both, text("course_id")).otherwise(course)
@@ -402,6 +472,7 @@ def parse_events(log, cfg: RatingsConfig, flags: dict):
     if "event" in cols:
         is_view = F.coalesce(text("event").isin(list(cfg.view_events)), F.lit(False))
         course, lesson = F.when(is_view, course), F.when(is_view, lesson)
+    user = text("user_id")
     missing = _blank(user)
     reason = F.when(missing, "missing_user").when(ts.isNull(), "bad_timestamp")
     extra = []
@@ -492,7 +563,9 @@ def _write_sorted(frame, key: str, rows_in: int, scratch: Path, name: str, types
     """
     from pyspark.sql import functions as F
 
-    n = max(1, -(-rows_in // BUCKET_ROWS))
+    # buckets of at most BUCKET_ROWS rows, and enough of them to keep every core busy (one sorting task each)
+    cores = frame.sparkSession.sparkContext.defaultParallelism
+    n = max(1, -(-rows_in // BUCKET_ROWS), min(cores, -(-rows_in // 100_000)))
     parts = scratch / f"{name}.parts"
     bucketed = frame.withColumn(BUCKET, F.floor(F.col(key) * n / rows_in).cast("int"))
     # sorted by (bucket, key): the writer's own order by bucket is then met, no second (unstable) sort
@@ -580,17 +653,18 @@ def rate_log_spark(path: str | Path, cfg: RatingsConfig, source: str | None = No
         with _runtime_conf(spark, RUNTIME):
             log, files, flags, uri = read_log(spark, path)
             originals = [c for c in log.columns if c != MID]
-            flagged = flag_duplicates(parse_events(log, cfg, flags), originals).persist(StorageLevel.MEMORY_AND_DISK)
-            cached.append(flagged)
-            # job 1 (reads the log once, fills the cache): rows per input partition, reasons, U+FFFD
-            accepted = F.col(REASON).isNull()
-            stats = [F.count(F.lit(1)).alias("rows")] + [
-                F.sum(F.when(F.col(REASON) == r, 1).otherwise(0)).alias(r) for r in REJECT_REASONS] + [
-                F.sum(F.when(accepted & F.col(NAMED), 1).otherwise(0)).alias("named"),
-                F.min(F.when(accepted & F.col(MISSED).isNotNull(), F.struct(MID, MISSED))).alias("missed")]
-            if FFFD in flagged.columns:
-                stats.append(F.sum(F.col(FFFD).cast("long")).alias("fffd"))
             try:
+                # job 1: the distinct URLs and odd timestamps; job 2 (reads the log, fills the cache):
+                # rows per input partition, reasons, U+FFFD
+                flagged = flag_duplicates(parse_events(log, cfg, flags), originals).persist(StorageLevel.MEMORY_AND_DISK)
+                cached.append(flagged)
+                accepted = F.col(REASON).isNull()
+                stats = [F.count(F.lit(1)).alias("rows")] + [
+                    F.sum(F.when(F.col(REASON) == r, 1).otherwise(0)).alias(r) for r in REJECT_REASONS] + [
+                    F.sum(F.when(accepted & F.col(NAMED), 1).otherwise(0)).alias("named"),
+                    F.min(F.when(accepted & F.col(MISSED).isNotNull(), F.struct(MID, MISSED))).alias("missed")]
+                if FFFD in flagged.columns:
+                    stats.append(F.sum(F.col(FFFD).cast("long")).alias("fffd"))
                 per_part = flagged.groupBy(F.shiftright(MID, PART_BITS).alias("p")).agg(*stats).toPandas()
             except Exception as exc:  # noqa: BLE001 - a malformed file: the pandas engine's message
                 error = _read_error(exc, files, local=not uri)
@@ -642,8 +716,7 @@ def rate_log_spark(path: str | Path, cfg: RatingsConfig, source: str | None = No
             durations = _with_rows(durations, "first_mid", "first_row", offsets).drop("first_mid")
             durations_file = _write_sorted(durations, "first_row", rows_in, scratch, "lesson_durations")
 
-            ratings, filtered = rate_pairs_spark(spark, durations, sessions_df=views.groupBy(USER).agg(
-                F.max("sessions").alias("sessions")), lessons_in=lessons_in, cfg=cfg)
+            ratings, filtered = rate_pairs_spark(durations, sessions, lessons_in, cfg)
 
             rejects = flagged.where(F.col(REASON).isNotNull())
             rejects = _with_rows(rejects, MID, ROW_ID, offsets)
@@ -665,62 +738,32 @@ def rate_log_spark(path: str | Path, cfg: RatingsConfig, source: str | None = No
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def rate_pairs_spark(spark, durations, sessions_df, lessons_in: pd.Series, cfg: RatingsConfig) -> tuple[pd.DataFrame, dict]:
-    """SPEC 1.5-1.9 on Spark: shares per (user, course), the user filters in order, threshold, penalty, split.
+def rate_pairs_spark(durations, sessions: pd.Series, lessons_in: pd.Series, cfg: RatingsConfig) -> tuple[pd.DataFrame, dict]:
+    """SPEC 1.5 on Spark (one row per user-course pair with a counted lesson, collected: about one per
+    rating), then SPEC 1.6-1.9 by the pandas engine's own filter_users and rate_kept_pairs.
 
-    Returns the ratings (pandas, in the pandas engine's order and dtypes) and the filter counts.
+    Returns the ratings (in the pandas engine's order and dtypes) and the filter counts.
     """
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    n_lessons = spark.createDataFrame(pd.DataFrame({"course_id": lessons_in.index.astype(str).to_numpy(object),
-                                                    "n_lessons": lessons_in.to_numpy(np.float64)}))
+    from deeprec.data.ratings.rating import filter_users, rate_kept_pairs
+
     counted = durations.where(F.col("seconds") >= float(cfg.min_lesson_seconds))
     pairs = counted.groupBy("user_id", "course_id").agg(
-        F.count(F.lit(1)).alias("lessons_viewed"), F.min(F.struct("first_seen", "first_row")).alias("first"))
-    pairs = pairs.join(F.broadcast(n_lessons), on="course_id", how="left").select(
-        "user_id", "course_id", "lessons_viewed", (F.col("lessons_viewed") / F.col("n_lessons")).alias("pct_viewed"),
-        F.col("first.first_seen").alias("first_seen"), F.col("first.first_row").alias("first_row"))
-    per_user = Window.partitionBy("user_id")
-    sessions = sessions_df.select(F.col(USER).alias("user_id"), "sessions")
-    pairs = pairs.join(sessions, on="user_id", how="left").withColumn("n_courses", F.count(F.lit(1)).over(per_user))
-    max_courses = float("inf") if cfg.max_courses is None else cfg.max_courses
-    keep_sessions = F.coalesce(F.col("sessions"), F.lit(0)) >= cfg.min_sessions
-    keep_max = F.col("n_courses") <= F.lit(max_courses)
-    keep_min = F.col("n_courses") >= cfg.min_courses
-    pairs = pairs.withColumn("stage", F.when(~keep_sessions, 0).when(~keep_max, 1).when(~keep_min, 2).otherwise(3))
-    pairs = pairs.persist()
-    try:
-        users = pairs.groupBy("user_id").agg(F.min("stage").alias("stage")).groupBy("stage").count().toPandas()
-        by_stage = dict(zip(users["stage"].astype(int), users["count"].astype(int)))
-        filtered = {"users_before_filters": int(sum(by_stage.values())),
-                    "users_removed": {name: by_stage.get(k, 0) for k, name in enumerate(("min_sessions", "max_courses", "min_courses"))}}
-        kept = pairs.where(F.col("stage") == 3)
-        pct = F.col("pct_viewed")
-        if cfg.threshold == "per_user":
-            t = F.avg(pct).over(per_user)
-        else:
-            t = F.lit(kept.agg(F.avg(pct)).first()[0] or 1.0)
-        x = F.least(pct / t, F.lit(1.0))
-        f = {"quadratic": x * x, "linear": x, "log": F.log2(1.0 + x), "sqrt": F.sqrt(x), "step": F.lit(0.0)}[cfg.penalty]
-        by_time = Window.partitionBy("user_id").orderBy("first_seen", "first_row")
-        n = F.col("n_courses")
-        n_train = F.least(F.greatest(F.floor(F.lit(cfg.train_share) * n + 1e-9), F.lit(1)), n - 1)
-        rated = kept.select(
-            "user_id", "course_id", F.when(pct / t >= 1.0, F.lit(5.0)).otherwise(5.0 * f).alias("rating"),
-            "pct_viewed", "lessons_viewed", "first_seen",
-            F.when(F.row_number().over(by_time) - 1 < n_train, "train").otherwise("test").alias("split"), "first_row")
-        frame = rated.toPandas()
-    finally:
-        pairs.unpersist()
-    frame = frame.sort_values(["user_id", "first_seen", "first_row"], kind="stable", ignore_index=True)  # the pandas engine's order
-    ratings = pd.DataFrame({
-        "user_id": frame["user_id"].astype(str).to_numpy(object), "course_id": frame["course_id"].astype(str).to_numpy(object),
-        "rating": frame["rating"].to_numpy(np.float64), "pct_viewed": frame["pct_viewed"].to_numpy(np.float64),
-        "lessons_viewed": frame["lessons_viewed"].to_numpy(np.int64), "first_seen": frame["first_seen"].to_numpy(np.float64),
-        "split": frame["split"].astype(str).to_numpy(object),
-    })[RATING_COLUMNS]
-    return ratings.astype({"user_id": "str", "course_id": "str", "split": "str"}), filtered
+        F.count(F.lit(1)).alias("lessons_viewed"), F.min(F.struct("first_seen", "first_row")).alias("first"),
+    ).select("user_id", "course_id", "lessons_viewed", F.col("first.first_seen").alias("first_seen"),
+             F.col("first.first_row").alias("first_row")).toPandas()
+    pairs = pd.DataFrame({
+        "user_id": pairs["user_id"].astype(str).to_numpy(object), "course_id": pairs["course_id"].astype(str).to_numpy(object),
+        "lessons_viewed": pairs["lessons_viewed"].to_numpy(np.int64), "first_seen": pairs["first_seen"].to_numpy(np.float64),
+        "first_row": pairs["first_row"].to_numpy(np.int64),
+    }).sort_values(["user_id", "first_seen", "first_row"], kind="stable", ignore_index=True)
+    pairs["pct_viewed"] = pairs["lessons_viewed"].to_numpy() / pairs["course_id"].map(lessons_in).to_numpy(np.float64)
+    users_before = int(pairs["user_id"].nunique())
+    kept, removed = filter_users(pairs, sessions, cfg)
+    ratings = rate_kept_pairs(kept, cfg)
+    return ratings.astype({"user_id": "str", "course_id": "str", "split": "str"}), {
+        "users_before_filters": users_before, "users_removed": removed}
 
 
 def rate_events_spark(events: pd.DataFrame, cfg: RatingsConfig, source: str = "events"):
