@@ -120,6 +120,31 @@ def test_scores_rank_candidates_first_and_known_items_last(data, hybrid):
     assert (torch.where(outside, scores, -torch.inf).max(1).values < lowest_candidate).all()
 
 
+def test_online_events_update_the_head_and_the_seen_filter_and_serve_a_new_user(data):
+    model = HybridRecommender(data.n_users, data.n_items, seed=3, members=["pop", "ease"], blend="lsq").fit(data)
+    assert model.head is not None
+    lam = model.config.bandit_lam
+    A0, b0 = model.head.bandit.A.double().clone(), model.head.bandit.b.double().clone()
+    assert model.add_users(1)
+    new = data.n_users
+    users, items = torch.tensor([0, new, 0]), torch.tensor([5, 7, 9])
+    rewards = torch.tensor([5.0, 2.0, 0.0], dtype=torch.float64)
+    model.learn_online(users, items, rewards, torch.tensor([1e9, 1e9 + 1, 1e9 + 2], dtype=torch.float64))
+    x = model.head.features.double().numpy()
+    r = np.clip(rewards.numpy() / model.rating_scale, 0.0, 1.0)
+    A, b = model.head.bandit.A.double().numpy(), model.head.bandit.b.double().numpy()
+    np.testing.assert_allclose(A[0], A0[0].numpy() + np.outer(x[5], x[5]) + np.outer(x[9], x[9]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(b[0], b0[0].numpy() + r[0] * x[5] + r[2] * x[9], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(A[new], lam * np.eye(x.shape[1]) + np.outer(x[7], x[7]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(b[new], r[1] * x[7], rtol=1e-5, atol=1e-5)
+    assert model.seen[0, 5] > 0 and model.seen[0, 9] > 0 and model.seen[new, 7] > 0 and model.seen[new].nnz == 1
+    scores = model.eval().score(torch.tensor([0, new]))
+    assert scores.shape == (2, data.n_items) and torch.isfinite(scores).all()
+    for row, known in ((0, model.seen[0].indices), (1, [7])):  # the known items rank below every other item
+        others = np.setdiff1d(np.arange(data.n_items), known)
+        assert scores[row, list(known)].max() < scores[row, others].min()
+
+
 def test_checkpoint_round_trip_and_a_checkpoint_member(data, hybrid, tmp_path):
     users = torch.arange(data.n_users)
     save_checkpoint(hybrid, data, tmp_path / "hybrid.ckpt")

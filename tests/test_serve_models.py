@@ -76,16 +76,7 @@ def test_every_model_serves_its_checkpoint_ranking(name, checkpoints, data, tmp_
             assert all(row["because"] for row in explained["items"])
 
 
-#: models whose online learning is a known gap (README, Known gaps): the test must start passing once built
-NOT_YET_ONLINE = {"hybrid": "HybridRecommender does not forward add_users / learn_online to its members yet"}
-
-
-def online_params(names):
-    return [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=NOT_YET_ONLINE[n])) if n in NOT_YET_ONLINE else n
-            for n in names]
-
-
-@pytest.mark.parametrize("name", online_params(sorted(MODELS)))
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_online_state_depends_on_the_events_not_on_their_batching(name, checkpoints, data, tmp_path):
     events = stream(data)
     answers = {}
@@ -116,7 +107,7 @@ def test_online_state_depends_on_the_events_not_on_their_batching(name, checkpoi
     assert seen["fresh-a"] == {list(data.item_ids).index(e["item_id"]) for e in events if e["user_id"] == "fresh-a"}
 
 
-@pytest.mark.parametrize("name", online_params(sorted(set(MODELS) - LEARN_NOTHING_PER_USER)))
+@pytest.mark.parametrize("name", sorted(set(MODELS) - LEARN_NOTHING_PER_USER))
 def test_feedback_changes_the_learners_next_scores(name, checkpoints, data, tmp_path):
     user = data.user_ids[2]
     with app_client(checkpoints[name], tmp_path / "s") as (client, _):

@@ -356,6 +356,34 @@ class HybridRecommender(Recommender):
             if self._nested:
                 self._nested[-1] += spent
 
+    # -- online learning (deeprec-serve's feedback loop) ----------------------------------------------
+    def add_users(self, count: int) -> bool:
+        """New users in every member, the seen filter, the side features (zeros: the standardised mean) and
+        the head (at the prior). The hybrid ranks them only when every member does; else the caller's fallback."""
+        if not all([member.model.add_users(count) for member in self.members]):
+            return False
+        self.seen = sp.vstack([self.seen, sp.csr_matrix((count, self.n_items), dtype=np.float32)]).tocsr()
+        self.user_side = torch.cat([self.user_side, self.user_side.new_zeros(count, self.user_side.shape[1])])
+        if self.head is not None:
+            self.head.bandit.add_users(count)
+        self.n_users += count
+        return True
+
+    def learn_online(self, users, items, rewards, timestamps) -> None:
+        """Every member learns the events, the seen filter gains their items, and the head's ridge models
+        take them as in observe() (reward = rating / rating_scale clipped to [0, 1], the arm's features).
+        Members and head are order-respecting sums or sequences, so batching does not change the result."""
+        if len(users) == 0:
+            return
+        for member in self.members:
+            member.model.learn_online(users, items, rewards, timestamps)
+        new = sp.csr_matrix((np.ones(len(users), np.float32), (users.cpu().numpy(), items.cpu().numpy())), shape=self.seen.shape)
+        self.seen = ((self.seen + new) > 0).astype(np.float32).tocsr()
+        if self.head is not None:
+            device = self.head.bandit.device
+            scaled = (rewards.double() / self.rating_scale).clamp(0.0, 1.0)
+            self.head.bandit.update(users.to(device), self.head.features[items.to(device)], scaled.to(device))
+
     # -- devices and modes ---------------------------------------------------------------------------
     def to(self, device) -> "HybridRecommender":
         self.device = resolve_device(device)
