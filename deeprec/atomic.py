@@ -20,12 +20,28 @@ def default_file_mode() -> int:
     return 0o666 & ~umask
 
 
+#: in every temporary's name: what lets a later run prove a left-over `.NAME.deeprec-*.tmp` is deeprec's
+TEMP_TAG = "deeprec-"
+
+
+def make_temp(parent: str | Path, name: str) -> Path:
+    """A new empty hidden temporary `.NAME.deeprec-XXXX.tmp` in `parent`, to be renamed to NAME."""
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{name}.{TEMP_TAG}", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
+
+
+def stale_temporaries(parent: str | Path, name_glob: str) -> list[Path]:
+    """The temporaries make_temp made for names matching `name_glob` in `parent` (a killed run's);
+    a user's file without the tag never matches."""
+    return sorted(Path(parent).glob(f".{name_glob}.{TEMP_TAG}*.tmp"))
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call write(tmp) on a hidden temporary file beside `path`, then rename it to `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = make_temp(path.parent, path.name)
     try:
         write(Path(tmp))
         os.chmod(tmp, default_file_mode())
@@ -66,9 +82,8 @@ def link_atomic(source: str | Path, target: str | Path) -> Path:
     import shutil
 
     target = Path(target)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    os.unlink(tmp)
+    tmp = make_temp(target.parent, target.name)
+    os.unlink(tmp)  # the temporary this call just made: os.link needs the name free
     try:
         os.link(source, tmp)
     except OSError:

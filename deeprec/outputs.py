@@ -27,14 +27,13 @@ import fcntl
 import fnmatch
 import json
 import os
-import shutil
 import socket
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from deeprec.atomic import write_json_atomic
+from deeprec.atomic import stale_temporaries, write_json_atomic
 from deeprec.errors import ConfigError
 
 MARKER = ".deeprec"
@@ -130,10 +129,11 @@ class OutputFolder:
         return gone
 
     def remove_temporaries(self, name_globs: Iterable[str]) -> None:
-        """Hidden temporary files a killed run left beside deeprec's outputs (atomic.py's `.NAME.*.tmp`)."""
+        """Hidden temporary files a killed run left beside deeprec's outputs (atomic.make_temp's
+        `.NAME.deeprec-*.tmp`: the tag proves deeprec made them)."""
         for name_glob in name_globs:
             folder, _, leaf = name_glob.rpartition("/")
-            for stale in (self.path / folder).glob(f".{leaf}.*.tmp"):
+            for stale in stale_temporaries(self.path / folder, leaf):
                 stale.unlink(missing_ok=True)
 
     def make_folders(self, *names: str) -> None:
@@ -230,7 +230,7 @@ class OutputFolder:
         if self._lock_fd is None:
             return
         if failed and self.created and self.path.is_dir() and not foreign_entries(self.path) and not self._others_running():
-            shutil.rmtree(self.path, ignore_errors=True)
+            remove_created_folder(self.path)
         os.close(self._lock_fd)
         self._lock_fd = None
 
@@ -270,6 +270,19 @@ def read_manifest(path: Path, given: str | None = None, key: str = "output") -> 
     manifest.setdefault("files", [])
     manifest.setdefault("patterns", [])
     return manifest
+
+
+def remove_created_folder(folder: Path) -> None:
+    """Undo a claim that created `folder` and left nothing in it: the files of its marker (deeprec's
+    own), the marker, then the folder, each rmdir only when empty (never a recursive delete)."""
+    marker = folder / MARKER
+    if marker.is_dir():
+        for entry in marker.iterdir():
+            if entry.is_file():
+                entry.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        marker.rmdir()
+        folder.rmdir()
 
 
 def foreign_entries(path: Path) -> list[str]:
@@ -327,7 +340,7 @@ def claim_output(path: str | Path, command: str, key: str = "output", inputs: It
         os.unlink(probe)
     except OSError as exc:
         if out.created and folder.is_dir() and not foreign_entries(folder):
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_created_folder(folder)
         raise ConfigError(f"{key}={path} is not writable ({exc.strerror or exc})") from None
     try:
         out._take_lock()

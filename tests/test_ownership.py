@@ -275,3 +275,30 @@ def test_seed_and_tuning_outputs_are_the_commands_own(command, inputs, tmp_path,
     for name, content in planted.items():
         assert (out / name).read_bytes() == content, name
     assert len(json.loads((out / ours[0]).read_text())["trials"]) == 2
+
+
+def test_only_temporaries_deeprec_tagged_are_cleaned_and_a_failed_claim_deletes_nothing_else(tmp_path):
+    """A killed run's `.NAME.deeprec-*.tmp` goes; a user's look-alike without the tag stays. A claim that
+    created its folder and then failed removes only its marker and the empty folder, never recursively."""
+    from deeprec.atomic import make_temp
+    from deeprec.outputs import claim_output, remove_created_folder
+
+    out = tmp_path / "ratings"
+    with claim_output(out, "deeprec-ratings") as folder:
+        ours = make_temp(out, "ratings.parquet")
+        users = out / ".ratings.parquet.mine.tmp"
+        users.write_text("a user's file")
+        folder.remove_temporaries(["ratings.parquet"])
+    assert ours.name.startswith(".ratings.parquet.deeprec-") and not ours.exists()
+    assert users.read_text() == "a user's file"
+
+    created = tmp_path / "fresh"
+    (created / ".deeprec").mkdir(parents=True)
+    (created / ".deeprec" / "manifest.json").write_text("{}")
+    remove_created_folder(created)
+    assert not created.exists()
+    kept = tmp_path / "kept"
+    (kept / ".deeprec" / "sub").mkdir(parents=True)  # something deeprec never writes there
+    (kept / "late.txt").write_text("appeared after the check")
+    remove_created_folder(kept)
+    assert (kept / "late.txt").read_text() == "appeared after the check" and (kept / ".deeprec" / "sub").is_dir()

@@ -303,7 +303,7 @@ def test_temporary_files_of_a_killed_run_are_removed_on_rerun(big_checkpoint, tm
     out = tmp_path / "out"
     cfg = dict(ckpt=str(big_checkpoint), output=str(out), k=5, part_rows=4000, progress=False)
     score_users(ScoreConfig(**cfg))
-    stale = [out / ".part-00001.parquet.abc123.tmp", out / "._manifest.json.def456.tmp", out / "._SUCCESS.gh789.tmp"]
+    stale = [out / ".part-00001.parquet.deeprec-abc123.tmp", out / "._manifest.json.deeprec-def456.tmp", out / "._SUCCESS.deeprec-gh789.tmp"]
     for path in stale:
         path.write_text("half")
     score_users(ScoreConfig(**cfg, resume=resume))

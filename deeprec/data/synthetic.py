@@ -23,10 +23,10 @@ structures; split apart, those internals would become public API.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -499,7 +499,7 @@ def write_events(
             writer.close()
         os.replace(target, path)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        _remove_scratch(scratch, ["out"])
     return path
 
 
@@ -519,22 +519,32 @@ def _write_parts(out, n_events: int, seed: int | None, cfg, fmt: str, part_rows:
     then renamed in; the earlier run's parts (and nothing else) are removed."""
     suffix = "parquet" if fmt == "parquet" else "csv"
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.path.name}.", dir=out.path.parent))
+    names: list[str] = []
     try:
-        names, part_no = [], 0
+        part_no = 0
         for block in iter_event_blocks(n_events, seed, cfg):
             for begin in range(0, len(block), part_rows):
                 table = _arrow_table(block.iloc[begin : begin + part_rows])
                 name = f"part-{part_no:05d}.{suffix}"
+                names.append(name)  # before writing: a part half-written by a failure is removed too
                 pq.write_table(table, scratch / name) if fmt == "parquet" else pacsv.write_csv(table, scratch / name)
-                names.append(name)
                 part_no += 1
         out.remove_owned()
         out.own(names)
         for name in names:
             os.replace(scratch / name, out.path / name)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        _remove_scratch(scratch, names)
     return out.path
+
+
+def _remove_scratch(scratch: Path, names: list[str]) -> None:
+    """The scratch folder this call made: the files it wrote there (those not renamed out yet), then
+    the folder itself when empty (no recursive delete)."""
+    for name in names:
+        (scratch / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        scratch.rmdir()
 
 
 def main(argv: list[str] | None = None) -> None:

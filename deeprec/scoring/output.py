@@ -10,14 +10,19 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from deeprec.atomic import atomic_write, default_file_mode, write_json_atomic
+from deeprec.atomic import (
+    atomic_write,
+    default_file_mode,
+    make_temp,
+    stale_temporaries,
+    write_json_atomic,
+)
 from deeprec.errors import ConfigError
 
 # fallback: the row is the popularity fallback's (score = the number of users who had the item), not the model's
@@ -157,13 +162,11 @@ class SingleFile:
         except OSError:
             os.close(self._lock)
             raise ConfigError(f"output={given} is in use by another deeprec run; wait for it to end, or give another path") from None
-        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # left by a killed run
+        for stale in stale_temporaries(self.path.parent, self.path.name):  # left by a killed deeprec run
             stale.unlink(missing_ok=True)
         self.finished: dict[int, int] = {}
         self.complete = False
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        os.close(fd)
-        self.tmp = Path(tmp)
+        self.tmp = make_temp(self.path.parent, self.path.name)
         self.writer = None  # opened with the first part's schema (explain=true adds columns)
 
     def write_part(self, number: int, table: pa.Table) -> None:

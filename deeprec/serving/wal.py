@@ -28,7 +28,7 @@ from deeprec.outputs import claim_output
 
 #: what deeprec-serve writes in a state_dir (the manifest lists them; nothing else there is touched)
 STATE_FILES = ("events.sqlite", "events.sqlite-wal", "events.sqlite-shm", "events.sqlite-journal")
-STATE_PATTERNS = ("snapshots/snapshot-*.pt", "snapshots/.snapshot-*.tmp")
+STATE_PATTERNS = ("snapshots/snapshot-*.pt", "snapshots/.snapshot-*.deeprec-*.tmp")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

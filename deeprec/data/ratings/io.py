@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -16,9 +15,15 @@ import pyarrow.csv as pacsv
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
-from deeprec.atomic import default_file_mode
+from deeprec.atomic import default_file_mode, make_temp
 from deeprec.data.ratings.events import check_columns
-from deeprec.data.tables import PARQUET_SUFFIXES, as_text_columns, check_same_columns, csv_header, table_files
+from deeprec.data.tables import (
+    PARQUET_SUFFIXES,
+    as_text_columns,
+    check_same_columns,
+    csv_header,
+    table_files,
+)
 from deeprec.errors import DataError
 
 # every column is read as text: timestamps are parsed by deeprec (numbers or ISO-8601 alike),
@@ -314,9 +319,7 @@ def write_outputs(result, out_dir) -> Path:
     staged: dict[str, Path] = {}
 
     def stage(name: str) -> Path:
-        fd, tmp = tempfile.mkstemp(dir=folder.path, prefix=f".{name}.", suffix=".tmp")
-        os.close(fd)
-        staged[name] = Path(tmp)
+        staged[name] = make_temp(folder.path, name)
         return staged[name]
 
     try:
