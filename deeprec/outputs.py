@@ -230,7 +230,7 @@ class OutputFolder:
         if self._lock_fd is None:
             return
         if failed and self.created and self.path.is_dir() and not foreign_entries(self.path) and not self._others_running():
-            remove_created_folder(self.path)
+            remove_created_folder(self.path, self.lock_name)
         os.close(self._lock_fd)
         self._lock_fd = None
 
@@ -272,14 +272,15 @@ def read_manifest(path: Path, given: str | None = None, key: str = "output") -> 
     return manifest
 
 
-def remove_created_folder(folder: Path) -> None:
-    """Undo a claim that created `folder` and left nothing in it: the files of its marker (deeprec's
-    own), the marker, then the folder, each rmdir only when empty (never a recursive delete)."""
+def remove_created_folder(folder: Path, lock: str) -> None:
+    """Undo a claim that created `folder` and left nothing in it: the marker's files by name (the
+    manifest, its temporaries, the two lock files), then the marker and the folder, each rmdir only
+    when empty (never a recursive delete)."""
     marker = folder / MARKER
-    if marker.is_dir():
-        for entry in marker.iterdir():
-            if entry.is_file():
-                entry.unlink(missing_ok=True)
+    for name in (MANIFEST, "manifest.lock", f"{lock}.lock"):
+        (marker / name).unlink(missing_ok=True)
+    for stale in stale_temporaries(marker, MANIFEST):
+        stale.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         marker.rmdir()
         folder.rmdir()
@@ -340,7 +341,7 @@ def claim_output(path: str | Path, command: str, key: str = "output", inputs: It
         os.unlink(probe)
     except OSError as exc:
         if out.created and folder.is_dir() and not foreign_entries(folder):
-            remove_created_folder(folder)
+            remove_created_folder(folder, out.lock_name)
         raise ConfigError(f"{key}={path} is not writable ({exc.strerror or exc})") from None
     try:
         out._take_lock()

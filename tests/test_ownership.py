@@ -295,10 +295,13 @@ def test_only_temporaries_deeprec_tagged_are_cleaned_and_a_failed_claim_deletes_
     created = tmp_path / "fresh"
     (created / ".deeprec").mkdir(parents=True)
     (created / ".deeprec" / "manifest.json").write_text("{}")
-    remove_created_folder(created)
+    (created / ".deeprec" / "run.lock").write_text("")
+    remove_created_folder(created, "run")
     assert not created.exists()
     kept = tmp_path / "kept"
-    (kept / ".deeprec" / "sub").mkdir(parents=True)  # something deeprec never writes there
+    (kept / ".deeprec").mkdir(parents=True)
+    (kept / ".deeprec" / "notes.txt").write_text("not a name deeprec writes")
     (kept / "late.txt").write_text("appeared after the check")
-    remove_created_folder(kept)
-    assert (kept / "late.txt").read_text() == "appeared after the check" and (kept / ".deeprec" / "sub").is_dir()
+    remove_created_folder(kept, "run")
+    assert (kept / "late.txt").read_text() == "appeared after the check"
+    assert (kept / ".deeprec" / "notes.txt").read_text() == "not a name deeprec writes"

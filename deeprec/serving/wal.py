@@ -87,6 +87,7 @@ class EventLog:
         out = self._claim.enter_context(claim_output(state_dir, "deeprec-serve", key="state_dir", inputs=inputs, lock="serve"))
         try:
             out.own(STATE_FILES, STATE_PATTERNS)
+            out.remove_temporaries(["snapshots/snapshot-*.pt"])  # a snapshot a kill -9 cut short
             out.make_folders("snapshots")
             self._open(state_dir, model_version, sync)
         except BaseException:
