@@ -33,11 +33,6 @@ def sparse_product(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         return torch.sparse.mm(left, right).to_dense()
 
 
-def sparse_times_dense_rows(matrix: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """rows @ matrix for dense rows [B, N] and a sparse matrix [N, M]: [B, M] (torch has sparse @ dense only)."""
-    return torch.sparse.mm(matrix.t().coalesce(), rows.t()).t()
-
-
 class HistoryRecommender(Recommender):
     """A Recommender that scores from each user's known items (`self.history`, CSR [U, I]).
 

@@ -12,7 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from deeprec.baselines.history import HistoryRecommender, sparse_product, sparse_tensor, sparse_times_dense_rows
+from deeprec.baselines.history import HistoryRecommender, sparse_product, sparse_tensor
 from deeprec.config import check_choice
 from deeprec.console import progress
 from deeprec.recommender import ModelConfig, csr_to_tensors, tensors_to_csr
@@ -155,12 +155,17 @@ class ItemKNN(NeighbourhoodRecommender):
         return torch.from_numpy(self.similarity[:, items.numpy()].T.toarray().astype(np.float32))
 
     def score(self, users: torch.Tensor) -> torch.Tensor:
-        rows = self.history_rows(users)
-        scores = sparse_times_dense_rows(self._sim, rows)
+        """[B, I]: sparse history rows times the sparse similarity (a user's few items x their k
+        neighbours each), never a dense [B, I] row times the [I, I] matrix."""
+        rows = self.history[users.detach().cpu().numpy()]
+        known = rows.copy()  # 1 where x_ui != 0
+        known.data = (known.data != 0).astype(np.float32)
+        scores = sparse_product(sparse_tensor(rows, self.device), self._sim)
         if self.config.normalization == "count":
-            scores = scores / (rows != 0).sum(1, keepdim=True).clamp(min=1)
+            counts = torch.from_numpy(np.asarray(known.sum(axis=1), dtype=np.float32)).to(scores.device)  # [B, 1]
+            scores = scores / counts.clamp(min=1)
         elif self.config.normalization == "similarity":
-            weight = sparse_times_dense_rows(self._abs_sim, (rows != 0).float())
+            weight = sparse_product(sparse_tensor(known, self.device), self._abs_sim)
             scores = divide_where_positive(scores, weight)
         return scores
 
