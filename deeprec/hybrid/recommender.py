@@ -33,7 +33,7 @@ from deeprec.hybrid.config import BLEND_KINDS, HybridConfig
 from deeprec.hybrid.members import (
     Member, build_members, load_member_states, member_scores, member_states, rebuild_members, union_candidates,
 )
-from deeprec.hybrid.rerank import LinUCBHead, arm_features, mmr, rule_scores, unit_rows
+from deeprec.hybrid.rerank import LinUCBHead, arm_features, mmr, rule_scores
 from deeprec.recommender import Recommender, csr_to_tensors, tensors_to_csr
 
 log = logging.getLogger("deeprec.hybrid")
@@ -337,7 +337,7 @@ class HybridRecommender(Recommender):
 
     def _similarity_weights(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """[B, I + 1]: relu cosine of every item's vector to items[b] (the history mask comes after)."""
-        vectors = unit_rows(self.diversity_vectors.float())
+        vectors = torch.nn.functional.normalize(self.diversity_vectors.float(), dim=1)
         weights = (vectors @ vectors[items.cpu()].T).T.clamp(min=0)
         return torch.cat([weights, weights.new_zeros(len(users), 1)], 1)
 
