@@ -286,14 +286,16 @@ class HybridRecommender(Recommender):
         """(parts, values [B, P]): how much each member (and the head) moved the blended relevance of
         items[b] for users[b]: the blend minus the blend with that part's columns at their neutral 0.
         NaN where items[b] is not among the user's candidates."""
-        batch = self.candidate_features(users)
+        # a list's k rows share one user: the members score each distinct user's catalogue once
+        distinct, inverse = torch.unique(users.to(self.device), return_inverse=True)
+        batch = self.candidate_features(distinct)
         names = batch.names
         parts = list(self.member_names) + (["head"] if self.head_blended else [])
-        match = batch.candidates == items.to(batch.candidates.device).unsqueeze(1)
+        candidates = batch.candidates[inverse]  # [B, C]: users[b] is distinct[inverse[b]]
+        match = candidates == items.to(candidates.device).unsqueeze(1)
         found = match.any(1)
         position = match.float().argmax(1)
-        rows = torch.arange(len(users), device=match.device)
-        x = batch.features[rows, position]  # [B, F]
+        x = batch.features[inverse, position]  # [B, F]
         full = self.blend(x.unsqueeze(1))[:, 0]
         values = []
         for part in parts:
@@ -308,7 +310,16 @@ class HybridRecommender(Recommender):
         """(history items [B, top], weights [B, top]): the members' own explanations (attention weights,
         item-item contributions) mixed by each member's share of the positive contributions; a
         member-less fallback is the cosine similarity of the arm features of history and item."""
-        parts, shares = self.contributions(users, items)
+        return self._explain(users, items, top, self.contributions(users, items)[1])
+
+    @torch.no_grad()
+    def explain_with_contributions(self, users: torch.Tensor, items: torch.Tensor, top: int = 3):
+        """explain and contributions from one pass of the members over the distinct users."""
+        split = self.contributions(users, items)
+        return self._explain(users, items, top, split[1]), split
+
+    def _explain(self, users: torch.Tensor, items: torch.Tensor, top: int, shares: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """explain, given the contributions' values [B, P] of (users, items)."""
         shares = torch.nan_to_num(shares[:, : len(self.members)], nan=0.0).clamp(min=0)
         total = shares.sum(1, keepdim=True)
         shares = torch.where(total > 0, shares / total.clamp(min=1e-12), torch.full_like(shares, 1.0 / len(self.members)))
