@@ -34,6 +34,7 @@ from deeprec.hybrid.members import (
     Member, build_members, load_member_states, member_scores, member_states, rebuild_members, union_candidates,
 )
 from deeprec.hybrid.rerank import LinUCBHead, arm_features, mmr, rule_scores
+from deeprec.online import set_entries
 from deeprec.recommender import Recommender, csr_to_tensors, tensors_to_csr
 
 log = logging.getLogger("deeprec.hybrid")
@@ -373,7 +374,7 @@ class HybridRecommender(Recommender):
         the head (at the prior). The hybrid ranks them only when every member does; else the caller's fallback."""
         if not all([member.model.add_users(count) for member in self.members]):
             return False
-        self.seen = sp.vstack([self.seen, sp.csr_matrix((count, self.n_items), dtype=np.float32)]).tocsr()
+        self.seen = set_entries(self.seen, [], [], [], self.n_users + count)
         self.user_side = torch.cat([self.user_side, self.user_side.new_zeros(count, self.user_side.shape[1])])
         if self.head is not None:
             self.head.bandit.add_users(count)
@@ -388,8 +389,9 @@ class HybridRecommender(Recommender):
             return
         for member in self.members:
             member.model.learn_online(users, items, rewards, timestamps)
-        new = sp.csr_matrix((np.ones(len(users), np.float32), (users.cpu().numpy(), items.cpu().numpy())), shape=self.seen.shape)
-        self.seen = ((self.seen + new) > 0).astype(np.float32).tocsr()
+        # every event's item is seen, whatever its reward: unlike the history baselines, a reward <= 0
+        # does not take it out (the user has met the item; filter_seen keeps it out of their lists)
+        self.seen = set_entries(self.seen, users.cpu().numpy(), items.cpu().numpy(), np.ones(len(users), np.float32))
         if self.head is not None:
             device = self.head.bandit.device
             scaled = (rewards.double() / self.rating_scale).clamp(0.0, 1.0)
