@@ -9,6 +9,8 @@ Each model's search space is conf/tuning/<model>.yaml (every key a field of the 
 A trial trains the model with the sampled values (the run's first seed) and reports valid/<monitor>
 after every epoch; Optuna's median pruner stops trials that trail the earlier ones. The study is seeded
 by the run's seed (TPE), bounded by `n_trials` and `timeout` seconds, and never sees the test split.
+A trial whose values this data cannot take (a ConfigError, e.g. use_ids=false on data without item
+features) is recorded as FAIL with its reason, and the study goes on.
 The chosen values are written to <out_dir>/tuning/<model>.json (every trial) and become the model's
 overrides, so each final run's config.yaml holds them.
 
@@ -120,13 +122,18 @@ def tune_model(cfg: DictConfig, name: str, section: DictConfig, data, n_trials: 
             run_cfg.resume = False
             run_cfg.tune = 0  # a trial is one plain run
         pruning = OptunaPruning(trial, monitor)
-        result = run_training(run_cfg, data=data, callbacks=[pruning], test=False)
+        try:
+            result = run_training(run_cfg, data=data, callbacks=[pruning], test=False)
+        except ConfigError as error:  # a combination this data cannot take (e.g. use_ids=false, no item features)
+            trial.set_user_attr("error", str(error))
+            log.warning("%s trial %d skipped (recorded as FAIL): %s", name, trial.number, error)
+            raise
         value = float(result.valid_metrics.get(cfg.eval.monitor, float("nan")))
         if pruning.pruned:
             raise optuna.TrialPruned()
         return value if math.isfinite(value) else 0.0
 
-    study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(FloatingPointError,))
+    study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(FloatingPointError, ConfigError))
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     best = study.best_trial if finished else None
     chosen = {} if best is None else suggest(optuna.trial.FixedTrial(best.params), space)
@@ -134,7 +141,8 @@ def tune_model(cfg: DictConfig, name: str, section: DictConfig, data, n_trials: 
         "model": name, "monitor": monitor, "n_trials": n_trials, "timeout_s": timeout,
         "seconds": round(time.monotonic() - started, 1), "best_value": None if best is None else best.value,
         "best_trial": None if best is None else best.number, "chosen": chosen,
-        "trials": [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params} for t in study.trials],
+        "trials": [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+                    **({"error": t.user_attrs["error"]} if "error" in t.user_attrs else {})} for t in study.trials],
     }
     out = out_dir / "tuning" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

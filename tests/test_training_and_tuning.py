@@ -194,6 +194,37 @@ def test_tuning_uses_valid_only_and_records_the_chosen_values(table, tmp_path, m
     assert f"l2: {record['chosen']['l2']}" in saved
 
 
+
+def test_a_trial_the_data_cannot_take_is_recorded_as_failed_and_the_study_goes_on(table, tmp_path, monkeypatch):
+    """A sampled combination that raises ConfigError (e.g. attention use_ids=false without item features)
+    fails that trial only: it is recorded with its reason, and the best completed trial is chosen."""
+    import deeprec.cli.train as train_module
+    from deeprec.cli.compare import compare
+
+    calls = []
+    real = train_module.run_training
+
+    def second_trial_invalid(cfg, data=None, callbacks=(), test=True):
+        calls.append(test)
+        if len(calls) == 2:
+            raise ConfigError("model.l2 this data cannot take")
+        return real(cfg, data=data, callbacks=callbacks, test=test)
+
+    monkeypatch.setattr(train_module, "run_training", second_trial_invalid)
+    out = tmp_path / "cmp"
+    with initialize_config_module("deeprec.conf", version_base="1.3"):
+        cfg = compose("compare", overrides=["data=interactions", f"data.path={table}", "models=[ease]", "tune=3",
+                                            f"out_dir={out}"])
+    compare(cfg)
+    record = json.loads((out / "tuning" / "ease.json").read_text())
+    states = [t["state"] for t in record["trials"]]
+    assert states == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert record["trials"][1]["error"] == "model.l2 this data cannot take"
+    assert record["best_value"] == max(t["value"] for t in record["trials"] if t["state"] == "COMPLETE")
+    assert calls == [False, False, False, True]  # three trials, then the final run with the test split
+    assert (out / "ease" / "metrics.json").exists()
+
+
 # -- seeds ---------------------------------------------------------------------------------------------
 def test_across_seeds_calls_a_difference_real_only_when_every_seed_agrees():
     from deeprec.evaluation.report import across_seeds
