@@ -44,7 +44,8 @@ class RunCheckpoints(pl.Callback):
     their state after this epoch.
     """
 
-    def __init__(self, dirpath: str | Path, monitor: str | None, every_n_epochs: int = 0, every_seconds: float = 0.0) -> None:
+    def __init__(self, dirpath: str | Path, monitor: str | None, *, every_n_epochs: int, every_seconds: float) -> None:
+        """every_n_epochs / every_seconds: deeprec-train's checkpoint.* keys (their defaults: cli.train.CheckpointConfig)."""
         self.dirpath = Path(dirpath)
         self.monitor = monitor
         self.every_n_epochs = int(every_n_epochs)

@@ -154,6 +154,11 @@ class Recommender(ABC):
         score of items[b]); or None for a model that is not made of parts."""
         return None
 
+    def explain_with_contributions(self, users: torch.Tensor, items: torch.Tensor, top: int = 3):
+        """(explain(users, items, top), contributions(users, items)) in one call: what deeprec-score's
+        explanations ask; a composite model overrides it to share the work the two have in common."""
+        return self.explain(users, items, top), self.contributions(users, items)
+
     # -- persistence ---------------------------------------------------------------------------
     @abstractmethod
     def state_tensors(self) -> dict[str, torch.Tensor]:

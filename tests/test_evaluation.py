@@ -200,3 +200,26 @@ def test_full_ranking_topk_pads_when_fewer_items_remain_and_ignores_batch_size(r
             assert items[u_pos].tolist() == expected
     for values, items in results[1:]:
         assert torch.equal(items, results[0][1]) and torch.equal(values, results[0][0])
+
+
+def test_paired_test_one_sided_matches_the_exact_signed_rank_distribution_and_scipy(rng):
+    from scipy.stats import wilcoxon
+
+    from deeprec.evaluation.stats import paired_test
+
+    # a beats b on all 5 users by distinct margins: W+ = 15 is the largest of the 2^5 equally
+    # likely sign patterns, so the exact one-sided p is 1/32, two-sided 2/32, "less" 1
+    b = np.zeros(5)
+    a = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert paired_test(a, b, alternative="greater") == pytest.approx(1 / 32)
+    assert paired_test(a, b) == pytest.approx(2 / 32)
+    assert paired_test(a, b, alternative="less") == pytest.approx(1.0)
+    # random paired values (some ties at zero difference): scipy's own one-sided p
+    x, y = rng.random(40), rng.random(40)
+    y[:5] = x[:5]
+    for alternative in ("greater", "less", "two-sided"):
+        expected = wilcoxon(x, y, zero_method="wilcox", alternative=alternative).pvalue
+        assert paired_test(x, y, alternative=alternative) == pytest.approx(expected)
+    assert paired_test(x, x, alternative="greater") == 1.0
+    with pytest.raises(ValueError, match="alternative"):
+        paired_test(x, y, alternative="more")

@@ -175,6 +175,30 @@ def test_contributions_add_up_to_the_blend(data, hybrid):
         assert weights[b, 0] >= weights[b, 1] >= 0
 
 
+def test_score_explanations_equal_explain_and_contributions_and_score_each_user_once(data, hybrid, monkeypatch):
+    from deeprec.scoring.explain import explanations
+
+    users = np.arange(12)
+    items = torch.topk(hybrid.score(torch.from_numpy(users)), 4, dim=1).indices.numpy()
+    items[3, 2:] = -1  # a short list
+    rows = items.reshape(-1) >= 0
+    flat_users, flat_items = torch.from_numpy(np.repeat(users, 4)[rows]), torch.from_numpy(items.reshape(-1)[rows])
+    because, weights = hybrid.explain(flat_users, flat_items, 2)  # the two calls, each on its own
+    parts, values = hybrid.contributions(flat_users, flat_items)
+    scored = []
+    for member in hybrid.members:
+        score = member.model.score
+        monkeypatch.setattr(member.model, "score", lambda u, score=score: scored.append(len(u)) or score(u))
+    got = explanations(hybrid, users, items, 2, batch_size=1000, device="cpu")
+    assert scored == [len(users)] * len(hybrid.members)  # one pass of each member over the 12 distinct users
+    assert np.array_equal(got["because"].reshape(-1, 2)[rows], because.numpy())
+    np.testing.assert_allclose(got["because_weights"].reshape(-1, 2)[rows], weights.numpy(), rtol=1e-5, atol=1e-6)
+    for n, part in enumerate(parts):
+        column = got[f"contribution_{part}"].reshape(-1)
+        np.testing.assert_allclose(column[rows], values[:, n].numpy(), rtol=1e-5, atol=1e-6)
+        assert np.isnan(column[~rows]).all()
+
+
 def test_rules_move_the_lists_the_way_they_say(data, hybrid):
     users = torch.arange(data.n_users)
 

@@ -238,6 +238,25 @@ def test_unknown_users_get_popularity_and_new_users_get_state(served, linucb_ckp
     assert service.stats()["users_online_new"] == 1
 
 
+def test_the_fallback_is_deeprec_scores_popularity_list_ties_included(served, linucb_ckpt):
+    from deeprec.checkpoint import seen_matrix
+    from deeprec.scoring.batch import popularity_topk
+
+    client, _ = served
+    _, meta = load_recommender(linucb_ckpt)
+    seen = seen_matrix(meta)
+    counts = np.asarray((seen > 0).sum(axis=0)).ravel()
+    n_items = len(meta["item_ids"])
+    assert len(set(counts.tolist())) < n_items  # ties to break: the order among them is what is checked
+    answer = client.post("/recommend", json={"user_id": "stranger", "k": n_items}).json()
+    served_items = [r["item_id"] for r in answer["items"]]
+    values, items = popularity_topk(seen, n_items)
+    assert served_items == [meta["item_ids"][i] for i in items]
+    by_hand = sorted(range(n_items), key=lambda i: (-counts[i], i))  # most users first, then the lower index
+    assert served_items == [meta["item_ids"][i] for i in by_hand]
+    assert [r["score"] for r in answer["items"]] == values.tolist()
+
+
 # -- exploration and propensities -----------------------------------------------------------------
 def test_epsilon_exploration_logs_the_probability_of_each_position(linucb_ckpt, tmp_path):
     with app_client(linucb_ckpt, tmp_path / "s", exploration={"epsilon": 0.5, "seed": 3}) as (client, service):

@@ -136,29 +136,28 @@ def compare(cfg: DictConfig) -> "pd.DataFrame":  # noqa: F821
             out.make_folders(*[f"seed{seed}" for seed in seeds])
         if cfg.get("tune"):
             out.make_folders("tuning")
-        return train_and_rank(cfg, sections, seeds, data_of, out.path)
+        return train_and_rank(cfg, sections, seeds, data_of, out.path, data_cfgs)
 
 
 def train_and_rank(cfg: DictConfig, sections: dict[str, DictConfig], seeds: list[int], data_of,
-                   out_dir: Path) -> "pd.DataFrame":  # noqa: F821
-    """Tune (tune=N), train every model for every seed, write the leaderboards; returns the last one."""
+                   out_dir: Path, data_cfgs: dict) -> "pd.DataFrame":  # noqa: F821
+    """Tune (tune=N), train every model for every seed (data_cfgs: each seed's data config, from
+    data_for_seed), write the leaderboards; returns the last one."""
     from deeprec.atomic import write_text_atomic
-    from deeprec.cli.train import run_training
+    from deeprec.cli.train import run_training, tuned_config
     from deeprec.evaluation.metrics import PER_USER_METRICS
     from deeprec.evaluation.report import across_seeds, across_seeds_markdown, plot
     from deeprec.evaluation.segments import user_segments
     from deeprec.registry import BASELINES, ENSEMBLES
 
     multi = len(seeds) > 1
-    if cfg.get("tune"):
-        from deeprec.tuning import tune_model
-
+    if cfg.get("tune"):  # deeprec-train's tuning, once per model on the first seed (compare_files owns tuning/)
         tune_cfg = copy.deepcopy(cfg)
-        with open_dict(tune_cfg):
-            tune_cfg.seed = seeds[0]
         for name in cfg.models:
-            chosen = tune_model(tune_cfg, name, sections[name], data_of(seeds[0]), int(cfg.tune), cfg.get("tune_timeout"), out_dir)
-            sections[name] = OmegaConf.merge(sections[name], chosen)
+            with open_dict(tune_cfg):
+                tune_cfg.seed = seeds[0]
+                tune_cfg.model = sections[name]
+            sections[name] = tuned_config(None, tune_cfg, data_of(seeds[0]), out_dir).model
         write_text_atomic(out_dir / "tuning" / "chosen.yaml",
                           OmegaConf.to_yaml(OmegaConf.create({n: OmegaConf.to_container(sections[n]) for n in cfg.models})))
     segment_metric = cfg.report.get("segment_metric", "ndcg@10")
@@ -167,13 +166,14 @@ def train_and_rank(cfg: DictConfig, sections: dict[str, DictConfig], seeds: list
         data = data_of(seed)
         seed_dir = out_dir / f"seed{seed}" if multi else out_dir
         per_user, set_metrics = {}, {}
+        data_section = OmegaConf.structured(data_cfgs[seed]) if cfg.get("resplit") else cfg.data
         for name in cfg.models:
             run_cfg = copy.deepcopy(cfg)
             with open_dict(run_cfg):
                 run_cfg.model = sections[name]
                 run_cfg.seed = seed
                 run_cfg.tune = 0  # tuned above, once for every seed
-                run_cfg.data = OmegaConf.structured(data_for_seed(cfg, seed)) if cfg.get("resplit") else cfg.data
+                run_cfg.data = data_section
                 run_cfg.run_dir = str(out_dir / name / f"seed{seed}") if multi else str(out_dir / name)
             log.info("training %s on %s (seed %d)", name, data.name, seed)
             try:

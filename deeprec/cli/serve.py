@@ -57,18 +57,12 @@ def run_server(cfg) -> None:
 def main(cfg: DictConfig) -> None:
     from deeprec.serving.config import ServeConfig
 
-    raw = plain(cfg)
-    if raw.get("state_dir") in ("???", "", None):
-        raise ConfigError("deeprec-serve needs state_dir=DIR (and ckpt=PATH to serve)")
-    if raw.get("ckpt") == "???":
-        raw["ckpt"] = ""
-    serve_cfg = validate_section(raw, ServeConfig, "deeprec-serve")
+    serve_cfg = validate_section(plain(cfg), ServeConfig, "deeprec-serve").check()
     if serve_cfg.export is not None:
         from deeprec.serving.export import export_log
 
         print(json.dumps(export_log(serve_cfg.state_dir, serve_cfg.export), sort_keys=True))
         return
-    serve_cfg.check()
     if serve_cfg.token is None:
         serve_cfg.token = os.environ.get("DEEPREC_SERVE_TOKEN") or None
     run_server(serve_cfg)

@@ -126,9 +126,9 @@ def make_trainer(cfg: DictConfig, data, run_dir: Path, logger, extra_callbacks=(
     if monitor is not None and cfg.eval.patience:
         callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=cfg.eval.patience, min_delta=cfg.eval.min_delta))
     callbacks.append(EpochLine(monitor))
-    checkpoints = cfg.get("checkpoint") or {}
-    callbacks.append(RunCheckpoints(run_dir / "checkpoints", monitor, every_n_epochs=checkpoints.get("every_n_epochs", 0),
-                                    every_seconds=checkpoints.get("every_seconds", 120.0)))
+    schedule = validate_section(cfg.get("checkpoint") or {}, CheckpointConfig, "checkpoint")
+    callbacks.append(RunCheckpoints(run_dir / "checkpoints", monitor, every_n_epochs=schedule.every_n_epochs,
+                                    every_seconds=schedule.every_seconds))
     kwargs = {k: v for k, v in vars(tcfg).items() if v is not None}
     return pl.Trainer(
         default_root_dir=str(run_dir),

@@ -260,9 +260,8 @@ def item_factors(data, dim: int = 32, seed: int = 0) -> np.ndarray:
     if train.nnz == 0:
         return np.zeros((data.n_items, rank))
     dense_small = train.shape[0] * train.shape[1] <= 4_000_000
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with torch.random.fork_rng(devices=[]):  # seeded, leaving the caller's CPU generator as it was
+        torch.manual_seed(seed)
         if dense_small:
             x = torch.from_numpy(train.toarray().astype(np.float64))
             _, s, v = torch.linalg.svd(x, full_matrices=False)
@@ -272,8 +271,6 @@ def item_factors(data, dim: int = 32, seed: int = 0) -> np.ndarray:
             x = torch.sparse_coo_tensor(index, torch.from_numpy(train.data.astype(np.float64)), train.shape,
                                         check_invariants=False)
             _, s, v = torch.svd_lowrank(x, q=rank, niter=4)
-    finally:
-        torch.random.set_rng_state(generator_state)
     factors = (v * s.clamp(min=0).sqrt()).numpy()
     signs = np.sign(factors[np.abs(factors).argmax(0), np.arange(factors.shape[1])])  # a fixed sign per factor
     return factors * np.where(signs == 0, 1.0, signs)

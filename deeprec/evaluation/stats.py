@@ -18,14 +18,17 @@ def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, floa
     return mean, mean - float(half), mean + float(half)
 
 
-def paired_test(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sided Wilcoxon signed-rank p-value for paired per-user values (1.0 when all equal)."""
+def paired_test(a: np.ndarray, b: np.ndarray, alternative: str = "two-sided") -> float:
+    """Wilcoxon signed-rank p-value for paired per-user values (1.0 when all equal). alternative:
+    "two-sided" (a differs from b), "greater" (a beats b) or "less", as scipy.stats.wilcoxon."""
+    if alternative not in ("two-sided", "greater", "less"):
+        raise ValueError(f"alternative must be 'two-sided', 'greater' or 'less', got {alternative!r}")
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
         raise ValueError(f"paired values need the same users: {a.shape} vs {b.shape}")
     if np.allclose(a, b):
         return 1.0
-    return float(stats.wilcoxon(a, b, zero_method="wilcox", alternative="two-sided").pvalue)
+    return float(stats.wilcoxon(a, b, zero_method="wilcox", alternative=alternative).pvalue)
 
 
 def rank_sum_greater(a: np.ndarray, b: np.ndarray) -> float:

@@ -31,7 +31,9 @@ import scipy.sparse as sp
 import torch
 from scipy.optimize import nnls
 
-from deeprec.evaluation.metrics import per_user_metric
+from deeprec.evaluation.metrics import hit_matrix, per_user_metric
+from deeprec.evaluation.stats import paired_test
+from deeprec.ranking import topk_with_pads
 
 log = logging.getLogger("deeprec.hybrid")
 
@@ -98,14 +100,7 @@ def concat_features(parts: list[CandidateFeatures]) -> CandidateFeatures:
 
 def labels_of(batch: CandidateFeatures, truth: sp.csr_matrix) -> torch.Tensor:
     """relevance [B, C] float32: 1 where the candidate is in the truth row of its user (truth [B, I])."""
-    coo = truth.tocoo()
-    keys = torch.from_numpy(np.sort(coo.row.astype(np.int64) * truth.shape[1] + coo.col.astype(np.int64)))
-    rows = torch.arange(batch.candidates.shape[0]).unsqueeze(1) * truth.shape[1]
-    query = rows + batch.candidates.clamp(min=0)
-    if keys.numel() == 0:
-        return torch.zeros(query.shape)
-    pos = torch.searchsorted(keys, query).clamp(max=keys.numel() - 1)
-    return ((keys[pos] == query) & batch.valid).float()
+    return (hit_matrix(batch.candidates, truth) & batch.valid).float()
 
 
 def ndcg_at(scores: torch.Tensor, batch: CandidateFeatures, truth: sp.csr_matrix, k: int = 10) -> float:
@@ -267,7 +262,7 @@ def fit_blend(method: str, batch: CandidateFeatures, truth: sp.csr_matrix, membe
     best_single = max((n for n in names if n.startswith("single:")), key=lambda n: trials[n])
     if not winner.startswith("single:"):
         # a blend replaces the best member only when it is better on users it was not fitted on beyond noise
-        p = one_sided_paired(held_scores[winner], held_scores[best_single])
+        p = paired_test(held_scores[winner], held_scores[best_single], alternative="greater")
         if p >= AUTO_SIGNIFICANCE:
             log.info("hybrid blend: %s (%.4f) is not significantly above %s (%.4f) on held-out valid users (p = %.2g)",
                      winner, trials[winner], best_single, trials[best_single], p)
@@ -280,20 +275,9 @@ def fit_blend(method: str, batch: CandidateFeatures, truth: sp.csr_matrix, membe
 def ndcg_per_user(scores: torch.Tensor, batch: CandidateFeatures, truth: sp.csr_matrix, k: int = 10) -> np.ndarray:
     """NDCG@k [B] (the shared definition) of ranking each user's candidates by scores [B, C]."""
     masked = torch.where(batch.valid, scores, torch.full_like(scores, -float("inf")))
-    top = torch.topk(masked, min(k, scores.shape[1]), dim=1).indices
-    items = torch.where(torch.isneginf(masked.gather(1, top)), -1, batch.candidates.gather(1, top))
-    if items.shape[1] < k:
-        items = torch.cat([items, items.new_full((items.shape[0], k - items.shape[1]), -1)], 1)
+    _, top = topk_with_pads(masked, k)  # candidate positions [B, k], -1 past the valid ones
+    items = torch.where(top >= 0, batch.candidates.gather(1, top.clamp(min=0)), -1)
     keep = np.diff(truth.indptr) > 0
     out = np.zeros(len(keep))
     out[keep] = per_user_metric(items[torch.from_numpy(keep)], truth[keep], "ndcg", k)
     return out
-
-
-def one_sided_paired(a: np.ndarray, b: np.ndarray) -> float:
-    """p-value of a one-sided Wilcoxon signed-rank test that `a` beats `b` (paired per user)."""
-    from scipy.stats import wilcoxon
-
-    if np.allclose(a, b):
-        return 1.0
-    return float(wilcoxon(a, b, alternative="greater", zero_method="wilcox").pvalue)

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from deeprec.hybrid.blend import Blend, CandidateFeatures, ndcg_at, split_users, subset
+from deeprec.hybrid.members import KeepBestState
 
 
 class CombinerNet(nn.Module):
@@ -41,7 +42,6 @@ class CombinerModule(pl.LightningModule):
         self.rows = rows
         self.held, self.held_truth = held, held_truth
         self.lr, self.weight_decay, self.batch_size = lr, weight_decay, batch_size
-        self.best, self.best_state = -float("inf"), None
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(torch.arange(len(self.rows[0])), batch_size=self.batch_size, shuffle=True,
@@ -55,16 +55,17 @@ class CombinerModule(pl.LightningModule):
         loss = -(torch.where(labels > 0, log_p, torch.zeros_like(log_p)).sum(1) / positives.clamp(min=1))
         return loss[positives > 0].mean() if bool((positives > 0).any()) else logits.sum() * 0.0
 
-    def on_train_epoch_end(self) -> None:
-        with torch.no_grad():
-            value = ndcg_at(self.net(self.held.features), self.held, self.held_truth)
-        self.log("held_ndcg", value)
-        if value > self.best:
-            self.best = value
-            self.best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-
     def configure_optimizers(self):
         return torch.optim.Adam(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+class HeldOutNDCG(pl.Callback):
+    """Logs `held_ndcg`, the NDCG@10 of the module's net on its held-out users, at each train epoch end."""
+
+    def on_train_epoch_end(self, trainer, module: CombinerModule) -> None:
+        with torch.no_grad():
+            value = ndcg_at(module.net(module.held.features), module.held, module.held_truth)
+        module.log("held_ndcg", value)
 
 
 class CombinerBlend(Blend):
@@ -96,21 +97,21 @@ def fit_combiner(batch: CandidateFeatures, labels: torch.Tensor, truth, seed: in
     """Train on 80 % of the users, keep the epoch with the best NDCG@10 of the other 20 %."""
     from pytorch_lightning.callbacks import EarlyStopping
 
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with torch.random.fork_rng(devices=[]):  # seeded training that leaves the caller's CPU generator as it was
+        torch.manual_seed(seed)
         fit_rows, held_rows = split_users(len(batch.users), 0.2, seed + 1) if len(batch.users) >= 5 else (
             np.arange(len(batch.users)), np.arange(len(batch.users)))
         part, held = subset(batch, fit_rows), subset(batch, held_rows)
         net = CombinerNet(batch.features.shape[2], hidden)
         rows = (part.features, labels[torch.from_numpy(fit_rows)], part.valid)
         module = CombinerModule(net, rows, held, truth[held_rows], lr, weight_decay, batch_size)
+        keep = KeepBestState("held_ndcg")
+        # the callback order matters: evaluate, then keep the state, then (EarlyStopping monitors) decide
         trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                              enable_progress_bar=False, enable_model_summary=False, deterministic=True,
-                             callbacks=[EarlyStopping(monitor="held_ndcg", mode="max", patience=patience)])
+                             callbacks=[HeldOutNDCG(), keep,
+                                        EarlyStopping(monitor="held_ndcg", mode="max", patience=patience)])
         trainer.fit(module)
-        if module.best_state is not None:
-            net.load_state_dict(module.best_state)
-    finally:
-        torch.random.set_rng_state(state)
+        if keep.state is not None:
+            module.load_state_dict(keep.state)
     return CombinerBlend(net.cpu())

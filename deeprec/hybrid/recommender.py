@@ -33,7 +33,8 @@ from deeprec.hybrid.config import BLEND_KINDS, HybridConfig
 from deeprec.hybrid.members import (
     Member, build_members, load_member_states, member_scores, member_states, rebuild_members, union_candidates,
 )
-from deeprec.hybrid.rerank import LinUCBHead, arm_features, mmr, rule_scores, unit_rows
+from deeprec.hybrid.rerank import LinUCBHead, arm_features, mmr, rule_scores
+from deeprec.online import set_entries
 from deeprec.recommender import Recommender, csr_to_tensors, tensors_to_csr
 
 log = logging.getLogger("deeprec.hybrid")
@@ -286,14 +287,16 @@ class HybridRecommender(Recommender):
         """(parts, values [B, P]): how much each member (and the head) moved the blended relevance of
         items[b] for users[b]: the blend minus the blend with that part's columns at their neutral 0.
         NaN where items[b] is not among the user's candidates."""
-        batch = self.candidate_features(users)
+        # a list's k rows share one user: the members score each distinct user's catalogue once
+        distinct, inverse = torch.unique(users.to(self.device), return_inverse=True)
+        batch = self.candidate_features(distinct)
         names = batch.names
         parts = list(self.member_names) + (["head"] if self.head_blended else [])
-        match = batch.candidates == items.to(batch.candidates.device).unsqueeze(1)
+        candidates = batch.candidates[inverse]  # [B, C]: users[b] is distinct[inverse[b]]
+        match = candidates == items.to(candidates.device).unsqueeze(1)
         found = match.any(1)
         position = match.float().argmax(1)
-        rows = torch.arange(len(users), device=match.device)
-        x = batch.features[rows, position]  # [B, F]
+        x = batch.features[inverse, position]  # [B, F]
         full = self.blend(x.unsqueeze(1))[:, 0]
         values = []
         for part in parts:
@@ -308,7 +311,16 @@ class HybridRecommender(Recommender):
         """(history items [B, top], weights [B, top]): the members' own explanations (attention weights,
         item-item contributions) mixed by each member's share of the positive contributions; a
         member-less fallback is the cosine similarity of the arm features of history and item."""
-        parts, shares = self.contributions(users, items)
+        return self._explain(users, items, top, self.contributions(users, items)[1])
+
+    @torch.no_grad()
+    def explain_with_contributions(self, users: torch.Tensor, items: torch.Tensor, top: int = 3):
+        """explain and contributions from one pass of the members over the distinct users."""
+        split = self.contributions(users, items)
+        return self._explain(users, items, top, split[1]), split
+
+    def _explain(self, users: torch.Tensor, items: torch.Tensor, top: int, shares: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """explain, given the contributions' values [B, P] of (users, items)."""
         shares = torch.nan_to_num(shares[:, : len(self.members)], nan=0.0).clamp(min=0)
         total = shares.sum(1, keepdim=True)
         shares = torch.where(total > 0, shares / total.clamp(min=1e-12), torch.full_like(shares, 1.0 / len(self.members)))
@@ -337,7 +349,7 @@ class HybridRecommender(Recommender):
 
     def _similarity_weights(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """[B, I + 1]: relu cosine of every item's vector to items[b] (the history mask comes after)."""
-        vectors = unit_rows(self.diversity_vectors.float())
+        vectors = torch.nn.functional.normalize(self.diversity_vectors.float(), dim=1)
         weights = (vectors @ vectors[items.cpu()].T).T.clamp(min=0)
         return torch.cat([weights, weights.new_zeros(len(users), 1)], 1)
 
@@ -362,7 +374,7 @@ class HybridRecommender(Recommender):
         the head (at the prior). The hybrid ranks them only when every member does; else the caller's fallback."""
         if not all([member.model.add_users(count) for member in self.members]):
             return False
-        self.seen = sp.vstack([self.seen, sp.csr_matrix((count, self.n_items), dtype=np.float32)]).tocsr()
+        self.seen = set_entries(self.seen, [], [], [], self.n_users + count)
         self.user_side = torch.cat([self.user_side, self.user_side.new_zeros(count, self.user_side.shape[1])])
         if self.head is not None:
             self.head.bandit.add_users(count)
@@ -377,8 +389,9 @@ class HybridRecommender(Recommender):
             return
         for member in self.members:
             member.model.learn_online(users, items, rewards, timestamps)
-        new = sp.csr_matrix((np.ones(len(users), np.float32), (users.cpu().numpy(), items.cpu().numpy())), shape=self.seen.shape)
-        self.seen = ((self.seen + new) > 0).astype(np.float32).tocsr()
+        # every event's item is seen, whatever its reward: unlike the history baselines, a reward <= 0
+        # does not take it out (the user has met the item; filter_seen keeps it out of their lists)
+        self.seen = set_entries(self.seen, users.cpu().numpy(), items.cpu().numpy(), np.ones(len(users), np.float32))
         if self.head is not None:
             device = self.head.bandit.device
             scaled = (rewards.double() / self.rating_scale).clamp(0.0, 1.0)

@@ -16,14 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch.nn.functional import normalize
 
 from deeprec.bandits.linucb import BatchedLinUCB
 from deeprec.hybrid.blend import zscore
-
-
-def unit_rows(x: torch.Tensor) -> torch.Tensor:
-    norms = x.norm(dim=1, keepdim=True)
-    return torch.where(norms > 0, x / norms.clamp(min=1e-12), torch.zeros_like(x))
 
 
 def arm_features(embeddings: list[torch.Tensor], fallback: np.ndarray, dim: int, seed: int) -> torch.Tensor:
@@ -31,16 +27,13 @@ def arm_features(embeddings: list[torch.Tensor], fallback: np.ndarray, dim: int,
     PCA to `dim`, or `fallback` (item factors) when no member has embeddings."""
     if not embeddings:
         return torch.as_tensor(fallback, dtype=torch.float32)[:, :dim]
-    x = torch.cat([unit_rows(e.detach().cpu().double()) for e in embeddings], 1)
+    x = torch.cat([normalize(e.detach().cpu().double(), dim=1) for e in embeddings], 1)
     if x.shape[1] <= dim:
         return x.float()
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with torch.random.fork_rng(devices=[]):  # a seeded PCA that leaves the caller's CPU generator as it was
+        torch.manual_seed(seed)
         centred = x - x.mean(0, keepdim=True)
         _, s, v = torch.pca_lowrank(centred, q=dim, center=False, niter=4)
-    finally:
-        torch.random.set_rng_state(state)
     return (centred @ v[:, :dim]).float()
 
 
@@ -108,7 +101,7 @@ def mmr(relevance: torch.Tensor, candidates: torch.Tensor, valid: torch.Tensor, 
     _, top = torch.topk(torch.where(valid, rel, torch.full_like(rel, -1.0)), width, dim=1)
     pool_valid = valid.gather(1, top)
     pool_rel = rel.gather(1, top)
-    unit = unit_rows(vectors.float()).to(candidates.device)[candidates.gather(1, top).clamp(min=0)]  # [B, P, d]
+    unit = normalize(vectors.float(), dim=1).to(candidates.device)[candidates.gather(1, top).clamp(min=0)]  # [B, P, d]
     closest = torch.zeros_like(pool_rel)
     available = pool_valid.clone()
     picked = torch.full_like(pool_rel, -float("inf"))

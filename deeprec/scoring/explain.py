@@ -22,7 +22,8 @@ def list_array(values: np.ndarray, index: np.ndarray, pa_type) -> pa.Array:
 @torch.no_grad()
 def explanations(model, users: np.ndarray, items: np.ndarray, top: int, batch_size: int, device) -> dict[str, np.ndarray]:
     """For users [P] and their lists items [P, k] (checkpoint item indices, -1 pads): "because" [P, k, top],
-    "because_weights" [P, k, top] (model.explain) and "contribution_<part>" [P, k] (model.contributions)."""
+    "because_weights" [P, k, top] (model.explain) and "contribution_<part>" [P, k] (model.contributions),
+    both from one model.explain_with_contributions call per chunk of (user, item) rows."""
     p, k = items.shape
     because = np.full((p, k, top), -1, np.int64)
     weights = np.zeros((p, k, top), np.float32)
@@ -34,11 +35,10 @@ def explanations(model, users: np.ndarray, items: np.ndarray, top: int, batch_si
         chunk = rows[start : start + step]
         u = torch.from_numpy(flat_users[chunk]).to(device)
         j = torch.from_numpy(flat_items[chunk]).to(device)
-        given = model.explain(u, j, top)
+        given, split = model.explain_with_contributions(u, j, top)
         if given is not None:
             because.reshape(-1, top)[chunk] = given[0].cpu().numpy()
             weights.reshape(-1, top)[chunk] = given[1].float().cpu().numpy()
-        split = model.contributions(u, j)
         if split is not None:
             names, values = split
             for n, name in enumerate(names):

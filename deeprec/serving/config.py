@@ -10,6 +10,7 @@ from deeprec.errors import ConfigError
 
 WAL_SYNC = ("full", "normal")
 FALLBACKS = ("popularity",)
+UNSET = ("", "???", None)  # a path key left empty, or at conf/serve.yaml's ??? (Hydra's missing value)
 
 
 def default_event_rewards() -> dict[str, float]:
@@ -63,10 +64,13 @@ class ServeConfig:
     log_level: str = "info"
 
     def check(self) -> "ServeConfig":
-        """Values the types cannot check, one sentence each naming the key."""
-        for key in ("ckpt", "state_dir"):
-            if getattr(self, key) in ("", "???", None):
-                raise ConfigError(f"deeprec-serve needs {key}=PATH")
+        """Values the types cannot check, one sentence each naming the key (export=DIR needs state_dir only)."""
+        if self.state_dir in UNSET:
+            raise ConfigError("deeprec-serve needs state_dir=DIR (and ckpt=PATH to serve)")
+        if self.export is not None:
+            return self  # the export reads the log in state_dir; nothing is served
+        if self.ckpt in UNSET:
+            raise ConfigError("deeprec-serve needs ckpt=PATH")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port={self.port} is not valid; give 0..65535")
         if not 0.0 <= self.exploration.epsilon <= 1.0:

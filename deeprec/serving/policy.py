@@ -23,16 +23,19 @@ from deeprec.ranking import topk_with_pads
 RANDOM_TRIES = 32  # rejection draws before the eligible items are listed explicitly
 
 
-def choose(scores: torch.Tensor, k: int, epsilon: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(items [n] int64, propensities [n] float64) for scores [I] where -inf marks an ineligible item; n <= k."""
+def choose(scores: torch.Tensor, k: int, epsilon: float, rng: np.random.Generator,
+           order: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(items [n] int64, propensities [n] float64) for scores [I] where -inf marks an ineligible item; n <= k.
+    order: [I] a fixed ranking of all items to follow instead of sorting scores (the popularity
+    fallback's, whose ties deeprec-score breaks by item index)."""
     eligible = torch.isfinite(scores)
     n_eligible = int(eligible.sum())
     n = min(int(k), n_eligible)
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0)
     if epsilon == 0.0:
-        return ranked(scores, n).numpy(), np.ones(n)
-    greedy = ranked(scores, min(2 * n, n_eligible)).tolist()  # at most n greedy picks + n skipped
+        return ranked(scores, n, order).numpy(), np.ones(n)
+    greedy = ranked(scores, min(2 * n, n_eligible), order).tolist()  # at most n greedy picks + n skipped
     eligible_np = eligible.numpy()
     items, propensities, taken, g = [], [], set(), 0
     for slot in range(n):  # a loop over the k positions of one list
@@ -47,8 +50,11 @@ def choose(scores: torch.Tensor, k: int, epsilon: float, rng: np.random.Generato
     return np.asarray(items, np.int64), np.asarray(propensities)
 
 
-def ranked(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """The k best eligible items of scores [I], best first (the shared ranking primitive, pads dropped)."""
+def ranked(scores: torch.Tensor, k: int, order: torch.Tensor | None = None) -> torch.Tensor:
+    """The k best eligible items of scores [I], best first (the shared ranking primitive, pads dropped);
+    with order [I]: its first k eligible items."""
+    if order is not None:
+        return order[torch.isfinite(scores[order])][:k]
     _, items = topk_with_pads(scores.unsqueeze(0), k)
     return items[0][items[0] >= 0]
 

@@ -96,7 +96,8 @@ class Service:
             raise BadRequest(422, f"k={req.k} is out of range; give 1..{self.cfg.limits.max_k}", "k_out_of_range")
         user_id = self.check_id(req.user_id, "user_id")
         scores, fallback, slot = self.state.score_row(user_id, req.exclude_seen)
-        items, propensities = choose(scores, req.k, self.cfg.exploration.epsilon, self.rng)
+        order = self.state.popularity_order if fallback else None
+        items, propensities = choose(scores, req.k, self.cfg.exploration.epsilon, self.rng, order)
         values = scores[torch.from_numpy(items)].tolist() if len(items) else []
         because = self.state.because(slot, items) if req.explain and not fallback and len(items) else [[] for _ in items]
         decision_id = uuid.uuid4().hex

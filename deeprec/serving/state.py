@@ -13,12 +13,14 @@ out - the same fallback as deeprec-score.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 
 from deeprec.checkpoint import id_arrays, seen_matrix
-from deeprec.ranking import mask_excluded
 from deeprec.recommender import Recommender
+from deeprec.scoring.batch import popularity_topk
 
 GROWTH = 8  # when the model must grow, it grows by at least 1/GROWTH of its users (amortised)
 MIN_GROWTH = 64
@@ -39,11 +41,12 @@ class ServingState:
         self.base_seen = seen_matrix(meta).tocsr()
         self.base_has_history = np.diff(self.base_seen.indptr) > 0
         self.online_seen: dict[int, set[int]] = {}  # slot -> items seen since the checkpoint
-        self.seen_log: list[np.ndarray] = []  # the same as [n, 2] (slot, item) blocks, for snapshots
         self.model_users = int(model.n_users)  # slots below this are users the model can score
         self.scores_new_users: bool | None = None  # unknown until the first new user
-        counts = np.asarray((self.base_seen > 0).sum(axis=0)).ravel().astype(np.float32)
-        self.popularity = torch.from_numpy(counts)
+        # the fallback: every item by popularity, ties in deeprec-score's order (its popularity_topk)
+        counts, order = popularity_topk(self.base_seen, self.n_items)
+        self.popularity_order = torch.from_numpy(order)  # [I] items, most popular first
+        self.popularity = torch.zeros(self.n_items).index_put_((self.popularity_order,), torch.from_numpy(counts))
         self.applied_seq = 0
         self.events_applied = 0
 
@@ -98,7 +101,6 @@ class ServingState:
     def add_seen(self, slots: np.ndarray, items: np.ndarray) -> None:
         for slot, item in zip(slots.tolist(), items.tolist()):  # set insertions, one per event
             self.online_seen.setdefault(slot, set()).add(item)
-        self.seen_log.append(np.stack([slots, items], 1).astype(np.int64))
 
     # -- recommend --------------------------------------------------------------------------
     def seen_items(self, slot: int | None) -> np.ndarray:
@@ -128,12 +130,12 @@ class ServingState:
             scores = self.model.score(torch.tensor([slot]))[0].float().cpu().clone()
         else:
             scores = self.popularity.clone()
-        if exclude_seen:
-            seen = self.seen_items(slot)
-            if len(seen):
-                row = torch.zeros(1, self.n_items, dtype=torch.bool)
-                row[0, torch.from_numpy(seen)] = True
-                mask_excluded(scores.unsqueeze(0), row)  # in place, through the shared ranking primitive
+        if exclude_seen and slot is not None:
+            if slot < self.n_checkpoint_users:
+                scores[torch.from_numpy(self.base_seen.indices[self.base_seen.indptr[slot]: self.base_seen.indptr[slot + 1]])] = -torch.inf
+            online = self.online_seen.get(slot)
+            if online:
+                scores[torch.from_numpy(np.fromiter(online, np.int64, len(online)))] = -torch.inf
         return scores, not by_model, slot
 
     @torch.no_grad()
@@ -150,11 +152,15 @@ class ServingState:
         return out
 
     # -- persistence ------------------------------------------------------------------------
+    def online_pairs(self) -> np.ndarray:
+        """[n, 2] int64 (slot, item): each item seen online, once per user (online_seen as an array)."""
+        slots = np.fromiter(self.online_seen, np.int64, len(self.online_seen))
+        counts = np.fromiter(map(len, self.online_seen.values()), np.int64, len(slots))
+        items = np.fromiter(itertools.chain.from_iterable(self.online_seen.values()), np.int64, int(counts.sum()))
+        return np.stack([np.repeat(slots, counts), items], 1)
+
     def snapshot(self) -> dict:
         """The state as tensors and plain values (a copy: the live state keeps changing)."""
-        if len(self.seen_log) > 1:
-            self.seen_log = [np.concatenate(self.seen_log)]
-        seen = torch.from_numpy(self.seen_log[0].copy() if self.seen_log else np.zeros((0, 2), np.int64))
         return {
             "model_version": self.model_version,
             "seq": self.applied_seq,
@@ -162,7 +168,7 @@ class ServingState:
             "model_users": self.model_users,
             "scores_new_users": self.scores_new_users,
             "online_user_ids": self.user_ids[self.n_checkpoint_users:],
-            "online_seen": seen,
+            "online_seen": torch.from_numpy(self.online_pairs()),
             "model_state": {key: value.detach().clone().cpu() for key, value in self.model.state_tensors().items()},
         }
 
@@ -177,7 +183,7 @@ class ServingState:
         for user in payload["online_user_ids"]:
             self.user_slot[user] = len(self.user_ids)
             self.user_ids.append(user)
-        self.online_seen, self.seen_log = {}, []
+        self.online_seen = {}
         pairs = payload["online_seen"].numpy()
         self.add_seen(pairs[:, 0], pairs[:, 1])
         self.applied_seq = int(payload["seq"])

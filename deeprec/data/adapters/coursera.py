@@ -35,6 +35,7 @@ NUMERIC_COLUMNS = ("fracSpent", "fracComp", "fracPlayed", "fracPaused", "numPaus
 REQUIRED = ("userID", "VidID", "fracSpent", "fracComp", "s")
 RATINGS = ("fracComp", "s", "binary")
 VIDEO_FEATURES = ("fracStudy", "avgfracComp", "fracnumRWs", "fracCorrect", "dif")
+ITEM_FEATURES = ("fracStudy", "avgfracComp", "fracCorrect")  # data.item_features: the VIDEO_FEATURES of the train rows
 
 
 def _default_limits() -> dict[str, float]:
@@ -113,16 +114,6 @@ def clean_behaviour(raw: pd.DataFrame, drop_empty: bool = True, error_limits: di
     return accepted.reset_index(drop=True), rejects
 
 
-def video_statistics(behaviour: pd.DataFrame, n_students: int) -> pd.DataFrame:
-    """[n_videos, 3] per video (index VidID): fracStudy = watchers / n_students, avgfracComp, fracCorrect."""
-    grouped = behaviour.groupby("VidID", sort=True)
-    return pd.DataFrame({
-        "fracStudy": grouped["userID"].size() / max(n_students, 1),
-        "avgfracComp": grouped["fracComp"].mean(),
-        "fracCorrect": grouped["s"].mean(),
-    }).astype(np.float32)
-
-
 def video_features(
     behaviour: pd.DataFrame, student: np.ndarray, video: np.ndarray, n_students: int, n_videos: int,
     p: float = 0.5, q: float = 0.5, max_rewinds: float = 60.0,
@@ -167,12 +158,11 @@ def load(cfg: CourseraDataConfig) -> InteractionData:
     data = from_frame(table, str(path), name=cfg.name)
     rule = SplitConfig(strategy="random", train_share=1.0 - cfg.holdout_share, valid_share=cfg.valid_share, seed=cfg.seed)
     data.frame["split"] = assign_splits(data.frame, rule).to_numpy()
-    train = behaviour[data.frame["split"].to_numpy() == "train"]
-    stats = video_statistics(train, data.n_users)
-    data.item_features = stats.reindex(data.item_ids.astype(str)).fillna(0.0).reset_index(drop=True)
     in_train = data.frame["split"].to_numpy() == "train"
-    videos = video_features(train, data.frame["user"].to_numpy()[in_train], data.frame["item"].to_numpy()[in_train],
-                            data.n_users, data.n_items)
-    data.extras["item_difficulty"] = videos[:, VIDEO_FEATURES.index("dif")]  # SPEC 2.3 over the train rows
+    videos = video_features(behaviour[in_train], data.frame["user"].to_numpy()[in_train],
+                            data.frame["item"].to_numpy()[in_train], data.n_users, data.n_items)  # SPEC 2.3 over the train rows
+    data.item_features = pd.DataFrame(videos[:, [VIDEO_FEATURES.index(c) for c in ITEM_FEATURES]].astype(np.float32),
+                                      columns=list(ITEM_FEATURES))
+    data.extras["item_difficulty"] = videos[:, VIDEO_FEATURES.index("dif")]
     data.extras.update(rejects=rejects, rows_in=len(raw), video_behaviour=behaviour)
     return attach_side_features(data, cfg)

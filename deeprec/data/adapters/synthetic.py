@@ -46,8 +46,9 @@ def course_features(catalogue: pd.DataFrame, topics: list[str]) -> pd.DataFrame:
     return features
 
 
-def rate(cfg: SyntheticDataConfig) -> RatingsResult:
-    """SPEC 1.1-1.10 on the generated log; lessons_in(c) from the generator's catalogue (use_catalogue)."""
+def rate(cfg: SyntheticDataConfig, catalogue: pd.DataFrame | None = None) -> RatingsResult:
+    """SPEC 1.1-1.10 on the generated log; lessons_in(c) from the generator's catalogue (use_catalogue;
+    `catalogue`: course_catalogue(cfg.generator) when the caller has it already)."""
     if cfg.n_events < 1:
         raise ConfigError(f"data.n_events={cfg.n_events} must be >= 1")
     generator = cfg.generator.check()
@@ -57,15 +58,16 @@ def rate(cfg: SyntheticDataConfig) -> RatingsResult:
     with tempfile.TemporaryDirectory(prefix="deeprec-synthetic-") as scratch:
         if cfg.use_catalogue and not ratings_cfg.catalogue:
             table = Path(scratch) / "catalogue.parquet"
-            course_catalogue(generator)[["course_id", "n_lessons"]].to_parquet(table, index=False)
+            catalogue = course_catalogue(generator) if catalogue is None else catalogue
+            catalogue[["course_id", "n_lessons"]].to_parquet(table, index=False)
             ratings_cfg = dataclasses.replace(ratings_cfg, catalogue=str(table))
         return rate_events(events, ratings_cfg, source=source)
 
 
 def load(cfg: SyntheticDataConfig) -> InteractionData:
-    data = ratings_to_interactions(rate(cfg), cfg.name, cfg.valid_share)  # + the learner features of the log
     generator = cfg.generator.check()
-    catalogue = course_catalogue(generator)
+    catalogue = course_catalogue(generator)  # built once: the ratings' lessons_in(c) and the item features
+    data = ratings_to_interactions(rate(cfg, catalogue), cfg.name, cfg.valid_share)  # + the learner features of the log
     features = course_features(catalogue, generator.topic_labels())
     data.item_features = features.reindex(data.item_ids.astype(str)).reset_index(drop=True)
     data.extras["catalogue"] = catalogue
