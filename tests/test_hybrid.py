@@ -39,6 +39,25 @@ def test_union_of_candidates_is_distinct_and_skips_excluded_items():
     assert union_candidates([a, a], 9, excluded)[0].tolist() == [1, 2, 3, 4]  # M above the catalogue, repeats once
 
 
+
+def test_union_of_candidates_equals_a_set_union_of_each_members_top_m():
+    """Random rows (excluded items, rows with fewer than M allowed items): a brute-force set union."""
+    gen = torch.Generator().manual_seed(3)
+    scores = [torch.randn(6, 40, generator=gen) for _ in range(3)]
+    excluded = torch.rand(6, 40, generator=gen) < 0.3
+    excluded[2, 5:] = True  # 5 allowed items, M = 8
+    for first in (None, 1):
+        got = union_candidates(scores, 8, excluded, first_stage=first)
+        for row in range(6):
+            expected = set()
+            for s in scores if first is None else [scores[first]]:
+                allowed = [i for i in range(40) if not excluded[row, i]]
+                expected |= set(sorted(allowed, key=lambda i: -float(s[row, i]))[:8])
+            ids = [i for i in got[row].tolist() if i >= 0]
+            assert ids == sorted(expected)
+            assert got[row].tolist()[len(ids):] == [-1] * (got.shape[1] - len(ids))
+
+
 def batch_of(features: np.ndarray) -> CandidateFeatures:
     b, c, f = features.shape
     return CandidateFeatures(torch.arange(b), torch.arange(c).repeat(b, 1), torch.ones(b, c, dtype=torch.bool),

@@ -190,22 +190,21 @@ def union_candidates(scores: list[torch.Tensor], n_candidates: int, excluded: to
     """candidates [B, C] int64 (-1 pads): the union of each member's top-M (or member `first_stage`'s
     top-M alone), items in `excluded` [B, I] bool never included; each row's ids distinct, ascending.
 
-    Each member's top-M marks a [B, I] mask (unsorted topk), and the marked columns are packed to the
-    left by a cumulative sum: O(B x I) for the union, no sort of the joined lists."""
+    The members' top-M ids (unsorted topk) are joined into [B, members x M], sorted, and repeats and
+    excluded ids (-inf after the mask) replaced by a sentinel that a second sort moves to the end: the
+    work after the topk is over members x M columns, not the catalogue."""
     chosen = scores if first_stage is None else [scores[first_stage]]
     batch, n_items = chosen[0].shape
     m = min(n_candidates, n_items)
-    marked = torch.zeros(batch, n_items, dtype=torch.bool, device=chosen[0].device)
+    tops = []
     for s in chosen:
         masked = s if excluded is None else s.masked_fill(excluded, -float("inf"))
         values, items = torch.topk(masked, m, dim=1, sorted=False)
-        marked.scatter_(1, items, torch.isfinite(values))  # an excluded item (-inf) is not marked
-    if excluded is not None:
-        marked &= ~excluded
-    counts = marked.sum(1)
-    width = max(int(counts.max()) if batch else 0, 1)
-    slot = torch.cumsum(marked, 1) - 1  # the packed position of each marked column
-    out = torch.full((batch, width + 1), -1, dtype=torch.int64, device=marked.device)
-    columns = torch.arange(n_items, device=marked.device).expand(batch, n_items)
-    out.scatter_(1, torch.where(marked, slot, width), torch.where(marked, columns, -1))
-    return out[:, :width]
+        tops.append(items.masked_fill_(~torch.isfinite(values), n_items))  # an excluded item: the sentinel
+    joined = torch.cat(tops, 1).sort(1).values
+    repeat = torch.zeros_like(joined, dtype=torch.bool)
+    repeat[:, 1:] = joined[:, 1:] == joined[:, :-1]
+    joined = joined.masked_fill_(repeat, n_items).sort(1).values
+    width = max(int((joined < n_items).sum(1).max()) if batch else 0, 1)
+    out = joined[:, :width]
+    return out.masked_fill_(out == n_items, -1)

@@ -183,7 +183,11 @@ class HybridRecommender(Recommender):
         if not self.config.filter_seen:
             return None
         rows = self.seen[users.detach().cpu().numpy()]
-        return torch.from_numpy(np.asarray(rows.todense() > 0)).to(self.device)
+        known = rows.data > 0
+        row_of = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))[known]
+        mask = torch.zeros(rows.shape, dtype=torch.bool)
+        mask[torch.from_numpy(row_of), torch.from_numpy(rows.indices[known].astype(np.int64))] = True
+        return mask.to(self.device)
 
     @torch.no_grad()
     def candidate_features(self, users: torch.Tensor, scores: list[torch.Tensor] | None = None,
@@ -262,17 +266,19 @@ class HybridRecommender(Recommender):
     def _assemble(self, scores, batch, final, excluded) -> torch.Tensor:
         """[B, I]: final at the candidates, the other items below them, known items below everything."""
         # the other items: below the lowest candidate, ordered by the members' mean z-score over the candidates
+        # (the z-scores' means are a per-row constant, which cancels in order.max - order: only the
+        # scale 1/std is applied, in place, one pass over the catalogue per member)
         valid = batch.valid
+        count = valid.sum(1, keepdim=True).clamp(min=1)
         order = torch.zeros_like(scores[0])
         for s in scores:
             at = s.gather(1, batch.candidates.clamp(min=0))
-            count = valid.sum(1, keepdim=True).clamp(min=1)
             mean = torch.where(valid, at, torch.zeros_like(at)).sum(1, keepdim=True) / count
             std = (torch.where(valid, at - mean, torch.zeros_like(at)).square().sum(1, keepdim=True) / count).sqrt()
-            order += (s - mean) / std.clamp(min=1e-6)
+            order.addcmul_(s, 1.0 / std.clamp(min=1e-6))
         lowest = torch.where(valid, final, torch.full_like(final, float("inf"))).min(1, keepdim=True).values
         lowest = torch.where(torch.isfinite(lowest), lowest, torch.zeros_like(lowest))
-        out = lowest - 1.0 - (order.max(1, keepdim=True).values - order) / len(scores)
+        out = order.sub_(order.max(1, keepdim=True).values).div_(len(scores)).add_(lowest - 1.0)  # lowest - 1 - (max - order) / n
         rows, cols = torch.nonzero(valid, as_tuple=True)
         out[rows, batch.candidates[rows, cols]] = final[rows, cols]
         if excluded is not None:  # known items last, at a finite score (callers exclude them anyway)
