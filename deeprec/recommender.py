@@ -74,6 +74,12 @@ class Recommender(ABC):
         """Raise DataError / ConfigError when `data` cannot train this model (what fit would need:
         features, memory, non-zero ratings); cheap, called before any model is trained."""
 
+    @classmethod
+    def tuning_space(cls, space: dict[str, dict], config: Any, data: "InteractionData") -> dict[str, dict]:
+        """conf/tuning/<name>.yaml's space restricted to the values `data` can take with `config` (the
+        model's merged section), so tune=N trains N usable trials. Default: the space unchanged."""
+        return space
+
     @abstractmethod
     def fit(self, data: "InteractionData", trainer=None, ckpt_path: str | None = None) -> "Recommender":
         """Learn from data's train split (valid for early stopping). `trainer` and `ckpt_path` (the

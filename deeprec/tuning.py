@@ -9,8 +9,10 @@ Each model's search space is conf/tuning/<model>.yaml (every key a field of the 
 A trial trains the model with the sampled values (the run's first seed) and reports valid/<monitor>
 after every epoch; Optuna's median pruner stops trials that trail the earlier ones. The study is seeded
 by the run's seed (TPE), bounded by `n_trials` and `timeout` seconds, and never sees the test split.
-A trial whose values this data cannot take (a ConfigError, e.g. use_ids=false on data without item
-features) is recorded as FAIL with its reason, and the study goes on.
+Each model first restricts the space to what the data can take (Recommender.tuning_space: the
+attention ranker drops use_ids=false without item features). A trial that still raises a
+ConfigError is recorded as FAIL with its reason and the study goes on, unless it is trial 0 (the
+untuned config, already checked against the data): then the error is the run's, and it is raised.
 The chosen values are written to <out_dir>/tuning/<model>.json (every trial) and become the model's
 overrides, so each final run's config.yaml holds them.
 
@@ -99,7 +101,9 @@ def tune_model(cfg: DictConfig, name: str, section: DictConfig, data, n_trials: 
 
     from deeprec.cli.train import run_training
 
-    space = search_space(name)
+    from deeprec.registry import model_class
+
+    space = model_class(name).tuning_space(search_space(name), section, data)
     if not space or n_trials < 1:
         return {}
     monitor = f"valid/{cfg.eval.monitor}"
@@ -134,6 +138,10 @@ def tune_model(cfg: DictConfig, name: str, section: DictConfig, data, n_trials: 
         return value if math.isfinite(value) else 0.0
 
     study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(FloatingPointError, ConfigError))
+    first = study.trials[0] if study.trials else None
+    if first is not None and first.state == optuna.trial.TrialState.FAIL and "error" in first.user_attrs:
+        # the untuned config passed check_data, so its failure is the run's (a folder, a setting), not the values'
+        raise ConfigError(f"tune: model={name}'s untuned config failed its trial: {first.user_attrs['error']}")
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     best = study.best_trial if finished else None
     chosen = {} if best is None else suggest(optuna.trial.FixedTrial(best.params), space)

@@ -225,6 +225,41 @@ def test_a_trial_the_data_cannot_take_is_recorded_as_failed_and_the_study_goes_o
     assert (out / "ease" / "metrics.json").exists()
 
 
+
+def test_an_untuned_config_that_fails_its_trial_stops_the_tuning_with_its_error(table, tmp_path, monkeypatch):
+    """Trial 0 is the untuned config, already checked against the data: its ConfigError (a folder in
+    use, a setting) is the run's error, never a silently untuned 'tuned' result."""
+    import deeprec.cli.train as train_module
+    from deeprec.cli.compare import compare
+
+    def first_trial_fails(cfg, data=None, callbacks=(), test=True):
+        raise ConfigError("run_dir is in use by another run")
+
+    monkeypatch.setattr(train_module, "run_training", first_trial_fails)
+    with initialize_config_module("deeprec.conf", version_base="1.3"):
+        cfg = compose("compare", overrides=["data=interactions", f"data.path={table}", "models=[ease]", "tune=3",
+                                            f"out_dir={tmp_path / 'cmp'}"])
+    with pytest.raises(ConfigError, match="untuned config failed its trial: run_dir is in use"):
+        compare(cfg)
+
+
+def test_the_attention_search_drops_use_ids_false_where_the_data_has_no_item_features():
+    from omegaconf import OmegaConf
+
+    from deeprec.tuning import search_space
+
+    space = search_space("attention")
+    assert "use_ids" in space
+    cls = model_class("attention")
+    plain = type("Data", (), {"item_features": None})()
+    featured = type("Data", (), {"item_features": pd.DataFrame({"f": [1.0]})})()
+    on, off = OmegaConf.create({"use_features": True}), OmegaConf.create({"use_features": False})
+    assert "use_ids" not in cls.tuning_space(space, on, plain)
+    assert "use_ids" not in cls.tuning_space(space, off, featured)
+    assert cls.tuning_space(space, on, featured) == space
+    assert set(cls.tuning_space(space, on, plain)) == set(space) - {"use_ids"}
+
+
 # -- seeds ---------------------------------------------------------------------------------------------
 def test_across_seeds_calls_a_difference_real_only_when_every_seed_agrees():
     from deeprec.evaluation.report import across_seeds

@@ -88,6 +88,14 @@ class AttentionRanker(HistoryBuffers, ItemContent, LightningRecommender):
         self.dropout = nn.Dropout(cfg.dropout)
         self.register_history(n_users, cfg.max_len, pad_item=n_items)
 
+    @classmethod
+    def tuning_space(cls, space: dict[str, dict], config, data) -> dict[str, dict]:
+        """Without item features (none in data, or use_features=false) use_ids=false cannot train, so
+        the search keeps the config's use_ids instead of spending trials on a choice that fails."""
+        if data.item_features is None or not config.get("use_features", True):
+            return {k: v for k, v in space.items() if k != "use_ids"}
+        return space
+
     # -- data -------------------------------------------------------------------------------
     def prepare(self, data) -> None:
         """Keep the standardised content features, the popularity ranking and the train histories."""
