@@ -313,3 +313,13 @@ def test_bad_seed_and_tune_values_fail_fast(table, tmp_path):
             cfg = compose("compare", overrides=bad)
             with pytest.raises(ConfigError, match=match):
                 run_seeds(cfg)
+
+
+@pytest.mark.parametrize("key", ["checkpoint.every_n_epochs=-1", "checkpoint.every_seconds=-5"])
+def test_a_negative_checkpoint_interval_fails_fast(table, key):
+    from deeprec.cli.train import validate_run
+
+    with initialize_config_module("deeprec.conf", version_base="1.3"):
+        cfg = compose("train", overrides=["data=interactions", f"data.path={table}", "model=pop", key])
+    with pytest.raises(ConfigError, match="must not be negative"):
+        validate_run(cfg)

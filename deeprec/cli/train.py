@@ -45,6 +45,11 @@ class CheckpointConfig:
     every_n_epochs: int = 0  # write last.ckpt + best.ckpt every N epochs (0: not by count)
     every_seconds: float = 120.0  # ... and when this long has passed since the last write (0: not by time)
 
+    def check(self) -> "CheckpointConfig":
+        if self.every_n_epochs < 0 or self.every_seconds < 0:
+            raise ConfigError("checkpoint.every_n_epochs and checkpoint.every_seconds must not be negative")
+        return self
+
 
 @dataclass
 class RunConfig:
@@ -68,8 +73,7 @@ def validate_run(cfg: DictConfig) -> None:
     run = validate_section({k: v for k, v in plain(cfg).items() if k in keys}, RunConfig, "config")
     run.eval.check()
     IntakeConfig(run.strict, run.max_reject_share).check()
-    if run.checkpoint.every_n_epochs < 0 or run.checkpoint.every_seconds < 0:
-        raise ConfigError("checkpoint.every_n_epochs and checkpoint.every_seconds must not be negative")
+    run.checkpoint.check()
     trainer = validate_section(cfg.trainer, TrainerConfig, "trainer")
     if trainer.max_epochs == 0 or trainer.max_epochs < -1:
         raise ConfigError(f"trainer.max_epochs={trainer.max_epochs} trains nothing; give 1 or more (-1: until early stopping)")
@@ -126,7 +130,7 @@ def make_trainer(cfg: DictConfig, data, run_dir: Path, logger, extra_callbacks=(
     if monitor is not None and cfg.eval.patience:
         callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=cfg.eval.patience, min_delta=cfg.eval.min_delta))
     callbacks.append(EpochLine(monitor))
-    schedule = validate_section(cfg.get("checkpoint") or {}, CheckpointConfig, "checkpoint")
+    schedule = validate_section(cfg.get("checkpoint") or {}, CheckpointConfig, "checkpoint").check()
     callbacks.append(RunCheckpoints(run_dir / "checkpoints", monitor, every_n_epochs=schedule.every_n_epochs,
                                     every_seconds=schedule.every_seconds))
     kwargs = {k: v for k, v in vars(tcfg).items() if v is not None}

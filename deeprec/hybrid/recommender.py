@@ -180,14 +180,16 @@ class HybridRecommender(Recommender):
     # -- scoring ------------------------------------------------------------------------------------
     def _excluded(self, users: torch.Tensor) -> torch.Tensor | None:
         """[B, I] bool of the users' known items (None when filter_seen is off)."""
-        if not self.config.filter_seen:
-            return None
+        return self.seen_mask(users, self.device) if self.config.filter_seen else None
+
+    def seen_mask(self, users: torch.Tensor, device) -> torch.Tensor:
+        """[B, I] bool on `device`: the items users [B] have seen (by index assignment, no dense copy)."""
         rows = self.seen[users.detach().cpu().numpy()]
         known = rows.data > 0
         row_of = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))[known]
         mask = torch.zeros(rows.shape, dtype=torch.bool)
         mask[torch.from_numpy(row_of), torch.from_numpy(rows.indices[known].astype(np.int64))] = True
-        return mask.to(self.device)
+        return mask.to(device)
 
     @torch.no_grad()
     def candidate_features(self, users: torch.Tensor, scores: list[torch.Tensor] | None = None,
@@ -344,7 +346,7 @@ class HybridRecommender(Recommender):
         if not explained:
             weight = self._similarity_weights(users, items)
         weight = weight[:, : self.n_items]
-        history = torch.from_numpy(np.asarray(self.seen[users.cpu().numpy()].todense() > 0))
+        history = self.seen_mask(users, weight.device)
         weight = torch.where(history, weight, torch.zeros_like(weight))
         values, index = torch.topk(weight, min(top, self.n_items), dim=1)
         index = torch.where(values > 0, index, -1)

@@ -103,16 +103,19 @@ class ServingState:
             self.online_seen.setdefault(slot, set()).add(item)
 
     # -- recommend --------------------------------------------------------------------------
-    def seen_items(self, slot: int | None) -> np.ndarray:
-        """The items user `slot` had in the checkpoint or since (indices)."""
+    def seen_parts(self, slot: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """(the checkpoint's items of user `slot`, the items since) as int64 indices; they may overlap."""
+        empty = np.zeros(0, np.int64)
         if slot is None:
-            return np.zeros(0, np.int64)
-        base = self.base_seen.indices[self.base_seen.indptr[slot]: self.base_seen.indptr[slot + 1]] \
-            if slot < self.n_checkpoint_users else np.zeros(0, np.int64)
+            return empty, empty
+        base = self.base_seen.indices[self.base_seen.indptr[slot]: self.base_seen.indptr[slot + 1]].astype(np.int64) \
+            if slot < self.n_checkpoint_users else empty
         online = self.online_seen.get(slot)
-        if not online:
-            return base.astype(np.int64)
-        return np.union1d(base, np.fromiter(online, np.int64, len(online)))
+        return base, (np.fromiter(online, np.int64, len(online)) if online else empty)
+
+    def seen_items(self, slot: int | None) -> np.ndarray:
+        """The items user `slot` had in the checkpoint or since (distinct indices, ascending)."""
+        return np.union1d(*self.seen_parts(slot))
 
     def ranked_by_model(self, slot: int | None) -> bool:
         """Whether the model ranks for this user (else the popularity fallback)."""
@@ -131,11 +134,8 @@ class ServingState:
         else:
             scores = self.popularity.clone()
         if exclude_seen and slot is not None:
-            if slot < self.n_checkpoint_users:
-                scores[torch.from_numpy(self.base_seen.indices[self.base_seen.indptr[slot]: self.base_seen.indptr[slot + 1]])] = -torch.inf
-            online = self.online_seen.get(slot)
-            if online:
-                scores[torch.from_numpy(np.fromiter(online, np.int64, len(online)))] = -torch.inf
+            for part in self.seen_parts(slot):  # two index assignments, no union
+                scores[torch.from_numpy(part)] = -torch.inf
         return scores, not by_model, slot
 
     @torch.no_grad()
