@@ -168,23 +168,33 @@ def test_every_search_space_names_fields_of_its_model():
         assert set(search_space(name)) <= fields
 
 
-def test_tuning_uses_valid_only_and_records_the_chosen_values(table, tmp_path, monkeypatch):
+def compare_tuned(table: Path, out: Path, monkeypatch, models: str, fail_call: int | None = None,
+                  error: str = "") -> list[bool]:
+    """deeprec-compare tune=3 on `table` with run_training spied on: each call's `test` flag, in order;
+    call number `fail_call` (1-based) raises ConfigError(error) instead of training."""
     import deeprec.cli.train as train_module
     from deeprec.cli.compare import compare
 
-    splits_seen = []
+    calls = []
     real = train_module.run_training
 
     def spy(cfg, data=None, callbacks=(), test=True):
-        splits_seen.append(test)
+        calls.append(test)
+        if len(calls) == fail_call:
+            raise ConfigError(error)
         return real(cfg, data=data, callbacks=callbacks, test=test)
 
     monkeypatch.setattr(train_module, "run_training", spy)
-    out = tmp_path / "cmp"
     with initialize_config_module("deeprec.conf", version_base="1.3"):
-        cfg = compose("compare", overrides=["data=interactions", f"data.path={table}", "models=[pop,ease]", "tune=3",
+        cfg = compose("compare", overrides=["data=interactions", f"data.path={table}", f"models=[{models}]", "tune=3",
                                             f"out_dir={out}"])
     compare(cfg)
+    return calls
+
+
+def test_tuning_uses_valid_only_and_records_the_chosen_values(table, tmp_path, monkeypatch):
+    out = tmp_path / "cmp"
+    splits_seen = compare_tuned(table, out, monkeypatch, "pop,ease")
     record = json.loads((out / "tuning" / "ease.json").read_text())
     assert len(record["trials"]) == 3 and record["chosen"] and set(record["chosen"]) == {"l2", "binary"}
     assert record["trials"][0]["params"] == {"l2": 200.0, "binary": True}  # the untuned config is trial 0
@@ -194,28 +204,11 @@ def test_tuning_uses_valid_only_and_records_the_chosen_values(table, tmp_path, m
     assert f"l2: {record['chosen']['l2']}" in saved
 
 
-
 def test_a_trial_the_data_cannot_take_is_recorded_as_failed_and_the_study_goes_on(table, tmp_path, monkeypatch):
     """A sampled combination that raises ConfigError (e.g. attention use_ids=false without item features)
     fails that trial only: it is recorded with its reason, and the best completed trial is chosen."""
-    import deeprec.cli.train as train_module
-    from deeprec.cli.compare import compare
-
-    calls = []
-    real = train_module.run_training
-
-    def second_trial_invalid(cfg, data=None, callbacks=(), test=True):
-        calls.append(test)
-        if len(calls) == 2:
-            raise ConfigError("model.l2 this data cannot take")
-        return real(cfg, data=data, callbacks=callbacks, test=test)
-
-    monkeypatch.setattr(train_module, "run_training", second_trial_invalid)
     out = tmp_path / "cmp"
-    with initialize_config_module("deeprec.conf", version_base="1.3"):
-        cfg = compose("compare", overrides=["data=interactions", f"data.path={table}", "models=[ease]", "tune=3",
-                                            f"out_dir={out}"])
-    compare(cfg)
+    calls = compare_tuned(table, out, monkeypatch, "ease", fail_call=2, error="model.l2 this data cannot take")
     record = json.loads((out / "tuning" / "ease.json").read_text())
     states = [t["state"] for t in record["trials"]]
     assert states == ["COMPLETE", "FAIL", "COMPLETE"]
@@ -225,22 +218,11 @@ def test_a_trial_the_data_cannot_take_is_recorded_as_failed_and_the_study_goes_o
     assert (out / "ease" / "metrics.json").exists()
 
 
-
 def test_an_untuned_config_that_fails_its_trial_stops_the_tuning_with_its_error(table, tmp_path, monkeypatch):
     """Trial 0 is the untuned config, already checked against the data: its ConfigError (a folder in
     use, a setting) is the run's error, never a silently untuned 'tuned' result."""
-    import deeprec.cli.train as train_module
-    from deeprec.cli.compare import compare
-
-    def first_trial_fails(cfg, data=None, callbacks=(), test=True):
-        raise ConfigError("run_dir is in use by another run")
-
-    monkeypatch.setattr(train_module, "run_training", first_trial_fails)
-    with initialize_config_module("deeprec.conf", version_base="1.3"):
-        cfg = compose("compare", overrides=["data=interactions", f"data.path={table}", "models=[ease]", "tune=3",
-                                            f"out_dir={tmp_path / 'cmp'}"])
     with pytest.raises(ConfigError, match="untuned config failed its trial: run_dir is in use"):
-        compare(cfg)
+        compare_tuned(table, tmp_path / "cmp", monkeypatch, "ease", fail_call=1, error="run_dir is in use by another run")
 
 
 def test_the_attention_search_drops_use_ids_false_where_the_data_has_no_item_features():
