@@ -304,3 +304,39 @@ def test_hybrid_on_coursera_is_at_least_its_members(shared_data):
     singles = [evaluate_recommender(m.model, data, "test", ks=(10,))["ndcg@10"] for m in model.members]
     assert hybrid >= max(singles) - 0.005, (hybrid, singles)
     assert hybrid > min(singles)
+
+
+
+def test_the_learned_combiner_returns_the_net_of_its_best_held_out_epoch(monkeypatch):
+    """KeepBestState must read the held-out NDCG of the epoch just trained (HeldOutNDCG runs first):
+    the returned net scores the held-out users at the maximum of the per-epoch values, which here is
+    not the last epoch's."""
+    import scipy.sparse as sp
+
+    from deeprec.hybrid import combiner
+    from deeprec.hybrid.blend import split_users, subset
+
+    rng = np.random.default_rng(0)
+    users, width, n_features, n_items = 60, 20, 4, 50
+    candidates = torch.from_numpy(np.stack([rng.choice(n_items, width, replace=False) for _ in range(users)]))
+    features = torch.from_numpy(rng.normal(size=(users, width, n_features)).astype(np.float32))
+    batch = CandidateFeatures(torch.arange(users), candidates, torch.ones(users, width, dtype=torch.bool), features,
+                              [f"f{i}" for i in range(n_features)])
+    truth = np.zeros((users, n_items), np.float32)
+    for b in range(users):  # relevant: feature 0 high, with noise
+        truth[b, candidates[b][features[b, :, 0] + 0.5 * torch.from_numpy(rng.normal(size=width)).float() > 0.8].numpy()] = 1
+    truth = sp.csr_matrix(truth)
+    per_epoch = []
+    log_value = combiner.HeldOutNDCG.on_train_epoch_end
+
+    def recording(self, trainer, module):
+        log_value(self, trainer, module)
+        per_epoch.append(float(trainer.callback_metrics["held_ndcg"]))
+
+    monkeypatch.setattr(combiner.HeldOutNDCG, "on_train_epoch_end", recording)
+    blend = combiner.fit_combiner(batch, labels_of(batch, truth), truth, seed=1, epochs=12, patience=3)
+    _, held_rows = split_users(users, 0.2, 2)  # fit_combiner's held-out users (seed + 1)
+    held = subset(batch, held_rows)
+    final = ndcg_at(blend.net(held.features), held, truth[held_rows])
+    assert int(np.argmax(per_epoch)) < len(per_epoch) - 1, "the best epoch must not be the last for this check to bite"
+    assert final == pytest.approx(max(per_epoch), abs=1e-6)
