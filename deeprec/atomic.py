@@ -22,6 +22,22 @@ def default_file_mode() -> int:
 
 #: in every temporary's name: what lets a later run prove a left-over `.NAME.deeprec-*.tmp` is deeprec's
 TEMP_TAG = "deeprec-"
+#: the folder in every output folder deeprec created that holds its manifest and locks
+MARKER = ".deeprec"
+
+
+def is_tagged(name: str) -> bool:
+    """Whether a file or folder name is one make_temp / make_temp_folder gives (`.NAME.deeprec-XXXX.tmp`)."""
+    return name.startswith(".") and f".{TEMP_TAG}" in name and name.endswith(".tmp")
+
+
+def remove_deeprec_file(path: str | Path) -> None:
+    """Unlink a file whose place proves deeprec made it: a tagged temporary, a file in a tagged scratch
+    folder, or one in a .deeprec marker. Anything else raises instead of being deleted."""
+    path = Path(path)
+    if not (is_tagged(path.name) or is_tagged(path.parent.name) or path.parent.name == MARKER):
+        raise RuntimeError(f"deeprec refuses to delete {path}: nothing proves deeprec wrote it")
+    path.unlink(missing_ok=True)
 
 
 def make_temp(parent: str | Path, name: str) -> Path:
@@ -29,6 +45,11 @@ def make_temp(parent: str | Path, name: str) -> Path:
     fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{name}.{TEMP_TAG}", suffix=".tmp")
     os.close(fd)
     return Path(tmp)
+
+
+def make_temp_folder(parent: str | Path, name: str) -> Path:
+    """A new hidden scratch folder `.NAME.deeprec-XXXX.tmp` in `parent` (tagged like make_temp's files)."""
+    return Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.{TEMP_TAG}", suffix=".tmp"))
 
 
 def stale_temporaries(parent: str | Path, name_glob: str) -> list[Path]:
@@ -47,7 +68,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        remove_deeprec_file(tmp)
         raise
     return path
 
@@ -83,7 +104,7 @@ def link_atomic(source: str | Path, target: str | Path) -> Path:
 
     target = Path(target)
     tmp = make_temp(target.parent, target.name)
-    os.unlink(tmp)  # the temporary this call just made: os.link needs the name free
+    remove_deeprec_file(tmp)  # the temporary this call just made: os.link needs the name free
     try:
         os.link(source, tmp)
     except OSError:

@@ -28,15 +28,13 @@ import fnmatch
 import json
 import os
 import socket
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from deeprec.atomic import stale_temporaries, write_json_atomic
+from deeprec.atomic import MARKER, make_temp, remove_deeprec_file, stale_temporaries, write_json_atomic
 from deeprec.errors import ConfigError
 
-MARKER = ".deeprec"
 MANIFEST = "manifest.json"
 FORMAT = 1
 
@@ -116,9 +114,10 @@ class OutputFolder:
         else:
             manifest = self.read_manifest()
             gone = [n for n in names if (self.path / n).is_file() and owned(manifest, n)]
-        for name in gone:
-            (self.path / name).unlink(missing_ok=True)
         with self._editing() as manifest:
+            gone = [n for n in gone if owned(manifest, n)]  # the manifest, re-read under its lock, proves each
+            for name in gone:
+                (self.path / name).unlink(missing_ok=True)
             manifest["files"] = sorted(set(manifest["files"]) - set(gone))
             if names is None:
                 manifest["patterns"] = []
@@ -134,7 +133,7 @@ class OutputFolder:
         for name_glob in name_globs:
             folder, _, leaf = name_glob.rpartition("/")
             for stale in stale_temporaries(self.path / folder, leaf):
-                stale.unlink(missing_ok=True)
+                remove_deeprec_file(stale)
 
     def make_folders(self, *names: str) -> None:
         """Create sub-folders, recording the ones deeprec created (removed again when emptied)."""
@@ -278,9 +277,9 @@ def remove_created_folder(folder: Path, lock: str) -> None:
     when empty (never a recursive delete)."""
     marker = folder / MARKER
     for name in (MANIFEST, "manifest.lock", f"{lock}.lock"):
-        (marker / name).unlink(missing_ok=True)
+        remove_deeprec_file(marker / name)
     for stale in stale_temporaries(marker, MANIFEST):
-        stale.unlink(missing_ok=True)
+        remove_deeprec_file(stale)
     with contextlib.suppress(OSError):
         marker.rmdir()
         folder.rmdir()
@@ -336,9 +335,7 @@ def claim_output(path: str | Path, command: str, key: str = "output", inputs: It
     try:
         folder.mkdir(parents=True, exist_ok=True)
         out.marker.mkdir(exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out.marker, prefix=".write-probe")
-        os.close(fd)
-        os.unlink(probe)
+        remove_deeprec_file(make_temp(out.marker, "write-probe"))
     except OSError as exc:
         if out.created and folder.is_dir() and not foreign_entries(folder):
             remove_created_folder(folder, out.lock_name)

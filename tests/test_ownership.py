@@ -305,3 +305,22 @@ def test_only_temporaries_deeprec_tagged_are_cleaned_and_a_failed_claim_deletes_
     remove_created_folder(kept, "run")
     assert (kept / "late.txt").read_text() == "appeared after the check"
     assert (kept / ".deeprec" / "notes.txt").read_text() == "not a name deeprec writes"
+
+
+def test_deeprec_deletes_a_file_only_where_its_name_or_folder_proves_deeprec_made_it(tmp_path):
+    from deeprec.atomic import MARKER, make_temp, make_temp_folder, remove_deeprec_file
+
+    user = tmp_path / "notes.deeprec-draft.tmp"  # a user's file: not hidden, so not a tagged temporary
+    user.write_text("mine")
+    with pytest.raises(RuntimeError, match="refuses to delete"):
+        remove_deeprec_file(user)
+    assert user.read_text() == "mine"
+    tagged = make_temp(tmp_path, "scores.parquet")
+    scratch = make_temp_folder(tmp_path, "events.parquet")
+    (scratch / "part-00000.parquet").write_text("x")
+    (tmp_path / MARKER).mkdir()
+    (tmp_path / MARKER / "run.lock").write_text("")
+    for path in (tagged, scratch / "part-00000.parquet", tmp_path / MARKER / "run.lock"):
+        remove_deeprec_file(path)
+        assert not path.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([MARKER, scratch.name, user.name])

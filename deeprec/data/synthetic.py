@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -37,6 +36,7 @@ import pandas as pd
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from deeprec.atomic import make_temp_folder, remove_deeprec_file
 from deeprec.errors import ConfigError
 
 DEFAULT_TOPICS = [
@@ -487,7 +487,7 @@ def write_events(
         raise ConfigError(f"out={path} exists and deeprec did not write it; give a new path (deeprec never "
                           "writes over a file it did not write)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    scratch = make_temp_folder(path.parent, path.name)
     try:
         target, writer = scratch / "out", None
         for block in iter_event_blocks(n_events, seed, cfg):
@@ -518,7 +518,7 @@ def _write_parts(out, n_events: int, seed: int | None, cfg, fmt: str, part_rows:
     """The folder mode of write_events into a claimed OutputFolder: parts are written beside it,
     then renamed in; the earlier run's parts (and nothing else) are removed."""
     suffix = "parquet" if fmt == "parquet" else "csv"
-    scratch = Path(tempfile.mkdtemp(prefix=f".{out.path.name}.", dir=out.path.parent))
+    scratch = make_temp_folder(out.path.parent, out.path.name)
     names: list[str] = []
     try:
         part_no = 0
@@ -542,7 +542,7 @@ def _remove_scratch(scratch: Path, names: list[str]) -> None:
     """The scratch folder this call made: the files it wrote there (those not renamed out yet), then
     the folder itself when empty (no recursive delete)."""
     for name in names:
-        (scratch / name).unlink(missing_ok=True)
+        remove_deeprec_file(scratch / name)
     with contextlib.suppress(OSError):
         scratch.rmdir()
 
