@@ -31,13 +31,32 @@ def is_tagged(name: str) -> bool:
     return name.startswith(".") and f".{TEMP_TAG}" in name and name.endswith(".tmp")
 
 
-def remove_deeprec_file(path: str | Path) -> None:
-    """Unlink a file whose place proves deeprec made it: a tagged temporary, a file in a tagged scratch
-    folder, or one in a .deeprec marker. Anything else raises instead of being deleted."""
-    path = Path(path)
-    if not (is_tagged(path.name) or is_tagged(path.parent.name) or path.parent.name == MARKER):
+def proven_deeprec(path: Path) -> bool:
+    """Whether a path's name proves deeprec made it: a tagged temporary or scratch folder, anything
+    inside one (deeprec made the folder under a fresh random name), or a file of a .deeprec marker."""
+    return is_tagged(path.name) or any(is_tagged(p.name) for p in path.parents) or path.parent.name == MARKER
+
+
+def _refuse_unproven(path: Path) -> None:
+    if not proven_deeprec(path):
         raise RuntimeError(f"deeprec refuses to delete {path}: nothing proves deeprec wrote it")
+
+
+def remove_deeprec_file(path: str | Path) -> None:
+    """Unlink a file whose place proves deeprec made it (proven_deeprec); anything else raises instead."""
+    path = Path(path)
+    _refuse_unproven(path)
     path.unlink(missing_ok=True)
+
+
+def remove_deeprec_folder(path: str | Path) -> None:
+    """Delete a scratch folder deeprec made (make_temp_folder), or one inside it, with its contents;
+    a folder whose name does not prove it is deeprec's raises instead. Missing: nothing to do."""
+    import shutil
+
+    path = Path(path)
+    _refuse_unproven(path)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def make_temp(parent: str | Path, name: str) -> Path:

@@ -324,3 +324,22 @@ def test_deeprec_deletes_a_file_only_where_its_name_or_folder_proves_deeprec_mad
         remove_deeprec_file(path)
         assert not path.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([MARKER, scratch.name, user.name])
+
+
+def test_deeprec_deletes_a_folder_only_when_it_made_it(tmp_path):
+    from deeprec.atomic import make_temp_folder, remove_deeprec_folder
+
+    user = tmp_path / "deeprec-ratings-mine"  # the old scratch prefix: a user may have such a folder
+    (user / "sub").mkdir(parents=True)
+    (user / "sub" / "keep.csv").write_text("mine")
+    for path in (user, user / "sub"):
+        with pytest.raises(RuntimeError, match="refuses to delete"):
+            remove_deeprec_folder(path)
+    assert (user / "sub" / "keep.csv").read_text() == "mine"
+    scratch = make_temp_folder(tmp_path, "ratings")
+    (scratch / "part-0000").mkdir()
+    (scratch / "part-0000" / "views.arrow").write_text("x")
+    remove_deeprec_folder(scratch / "part-0000")
+    assert scratch.is_dir() and not (scratch / "part-0000").exists()
+    remove_deeprec_folder(scratch)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [user.name]

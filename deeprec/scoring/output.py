@@ -20,6 +20,7 @@ from deeprec.atomic import (
     atomic_write,
     default_file_mode,
     make_temp,
+    remove_deeprec_file,
     stale_temporaries,
     write_json_atomic,
 )
@@ -163,7 +164,7 @@ class SingleFile:
             os.close(self._lock)
             raise ConfigError(f"output={given} is in use by another deeprec run; wait for it to end, or give another path") from None
         for stale in stale_temporaries(self.path.parent, self.path.name):  # left by a killed deeprec run
-            stale.unlink(missing_ok=True)
+            remove_deeprec_file(stale)
         self.finished: dict[int, int] = {}
         self.complete = False
         self.tmp = make_temp(self.path.parent, self.path.name)
@@ -186,7 +187,7 @@ class SingleFile:
     def abort(self) -> None:
         if self.writer is not None:
             self.writer.close()
-        self.tmp.unlink(missing_ok=True)
+        remove_deeprec_file(self.tmp)
         self._unlock()
 
     def _unlock(self) -> None:

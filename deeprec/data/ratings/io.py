@@ -15,7 +15,7 @@ import pyarrow.csv as pacsv
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
-from deeprec.atomic import default_file_mode, make_temp
+from deeprec.atomic import default_file_mode, make_temp, remove_deeprec_file
 from deeprec.data.ratings.events import check_columns
 from deeprec.data.tables import (
     PARQUET_SUFFIXES,
@@ -341,5 +341,5 @@ def write_outputs(result, out_dir) -> Path:
             os.replace(staged.pop(name), folder.path / name)
     finally:
         for tmp in staged.values():
-            tmp.unlink(missing_ok=True)
+            remove_deeprec_file(tmp)
     return folder.path

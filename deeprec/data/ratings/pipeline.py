@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
-import tempfile
 import weakref
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from deeprec.atomic import make_temp_folder, remove_deeprec_file, remove_deeprec_folder
 from deeprec.data.ratings.config import RatingsConfig
 from deeprec.data.ratings.durations import EventAggregates, aggregate_events, lesson_durations, lesson_sums, merge_lesson_sums
 from deeprec.data.ratings.events import REJECT_REASONS, validate_events
@@ -218,7 +217,7 @@ def _aggregate_part(folder: Path, cfg: RatingsConfig, source: str) -> tuple[Even
     write_scratch(part.views, folder / "views.arrow")
     part.views = None
     for f in folder.glob("file-*.arrow"):
-        f.unlink()
+        remove_deeprec_file(f)
     return part, sums, counts
 
 
@@ -263,7 +262,7 @@ def rate_event_files(path: str | Path, cfg: RatingsConfig | None = None, work_di
     """
     cfg = (cfg or RatingsConfig()).check()
     source = str(path)
-    scratch = Path(tempfile.mkdtemp(prefix="deeprec-ratings-", dir=work_dir))
+    scratch = make_temp_folder(work_dir, "ratings")
     try:
         folders, rows_in = partition_by_user(path, cfg, scratch)
         if rows_in == 0:
@@ -292,12 +291,12 @@ def rate_event_files(path: str | Path, cfg: RatingsConfig | None = None, work_di
         merge_sorted_scratch([f / "durations.arrow" for f in folders], "first_row", files["lesson_durations"], cfg.batch_rows)
         merge_sorted_scratch([f / "rejects.arrow" for f in folders], ROW_ID, files["rejects"], cfg.batch_rows)
         for folder in folders:
-            shutil.rmtree(folder)
+            remove_deeprec_folder(folder)
         filtered = {"users_before_filters": users_before, "users_removed": removed}
         summary = _summary(source, rows_in, parts, sessions, len(sums), filtered, ratings, counts, cfg)
         if tables_on_disk:
             result = RatingsResult(ratings, None, None, summary, sessions, lessons_in, cfg, files=files)
-            weakref.finalize(result, shutil.rmtree, scratch, True)  # the files live as long as the result
+            weakref.finalize(result, remove_deeprec_folder, scratch)  # the files live as long as the result
             scratch = None
             return result
         durations = read_parquet_frame(files["lesson_durations"])
@@ -305,7 +304,7 @@ def rate_event_files(path: str | Path, cfg: RatingsConfig | None = None, work_di
         return RatingsResult(ratings, durations, rejects, summary, sessions, lessons_in, cfg)
     finally:
         if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+            remove_deeprec_folder(scratch)
 
 
 def input_megabytes(path: str | Path) -> float:

@@ -24,7 +24,6 @@ import contextlib
 import os
 import re
 import shutil
-import tempfile
 import weakref
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,6 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from deeprec.atomic import make_temp_folder, remove_deeprec_folder
 from deeprec.data.ratings.config import RatingsConfig, SparkConfig
 from deeprec.data.ratings.events import (
     BAD_TS,
@@ -592,7 +592,7 @@ def _write_sorted(frame, key: str, rows_in: int, scratch: Path, name: str, types
         for file in files:
             for batch in pq.ParquetFile(file).iter_batches(batch_size=1 << 16):
                 writer.write_table(pa.Table.from_batches([batch]).select(schema.names).cast(schema, safe=False))
-    shutil.rmtree(parts)
+    remove_deeprec_folder(parts)
     return out
 
 
@@ -647,7 +647,7 @@ def rate_log_spark(path: str | Path, cfg: RatingsConfig, source: str | None = No
     cfg = cfg.check()
     source = source or str(path)
     spark = spark_session(cfg.spark)
-    scratch = Path(tempfile.mkdtemp(prefix="deeprec-spark-", dir=cfg.spark.scratch_dir))
+    scratch = make_temp_folder(cfg.spark.scratch_dir, "spark")
     cached = []
     try:
         with _runtime_conf(spark, RUNTIME):
@@ -728,14 +728,14 @@ def rate_log_spark(path: str | Path, cfg: RatingsConfig, source: str | None = No
         summary = _summary(source, rows_in, parts, sessions, len(sums), filtered, ratings, reject_counts, cfg)
         files_out = {"lesson_durations": durations_file, "rejects": rejects_file}
         result = RatingsResult(ratings, None, None, summary, sessions, lessons_in, cfg, files=files_out)
-        weakref.finalize(result, shutil.rmtree, scratch, True)  # the files live as long as the result
+        weakref.finalize(result, remove_deeprec_folder, scratch)  # the files live as long as the result
         scratch = None
         return result
     finally:
         for frame in cached:
             frame.unpersist()
         if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+            remove_deeprec_folder(scratch)
 
 
 def rate_pairs_spark(durations, sessions: pd.Series, lessons_in: pd.Series, cfg: RatingsConfig) -> tuple[pd.DataFrame, dict]:
@@ -769,7 +769,7 @@ def rate_pairs_spark(durations, sessions: pd.Series, lessons_in: pd.Series, cfg:
 def rate_events_spark(events: pd.DataFrame, cfg: RatingsConfig, source: str = "events"):
     """SPEC section 1 with Spark on an in-memory log: written to a scratch Parquet file, then rate_log_spark."""
     check_columns(events.columns, source)
-    scratch = Path(tempfile.mkdtemp(prefix="deeprec-spark-in-", dir=cfg.spark.scratch_dir))
+    scratch = make_temp_folder(cfg.spark.scratch_dir, "spark-in")
     try:
         frame = parquet_safe(events)
         table = pa.Table.from_pandas(frame, preserve_index=False)
@@ -787,4 +787,4 @@ def rate_events_spark(events: pd.DataFrame, cfg: RatingsConfig, source: str = "e
         result._tables["rejects"] = rejects
         return result
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_deeprec_folder(scratch)
